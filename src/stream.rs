@@ -1,0 +1,7 @@
+//! rfile / wfile objects over a connection.
+
+use pyo3::prelude::*;
+
+pub fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+    Ok(())
+}
