@@ -19,8 +19,13 @@ const BATCH: usize = 64;
 
 /// How requests arrive on the server socket.
 enum Arrival {
-    Stream,
-    Datagram { max_packet_size: usize },
+    /// Connections; `nodelay`: TCP, which gets TCP_NODELAY.
+    Stream {
+        nodelay: bool,
+    },
+    Datagram {
+        max_packet_size: usize,
+    },
 }
 
 /// A request and its client address, as `get_request()` returns them.
@@ -67,8 +72,10 @@ impl FastPath {
             ],
         )?
         .unbind();
+        let family: i32 = socket.getattr(intern!(py, "family"))?.extract()?;
+        let nodelay = family == libc::AF_INET || family == libc::AF_INET6;
         let arrival = if stream {
-            Arrival::Stream
+            Arrival::Stream { nodelay }
         } else {
             Arrival::Datagram { max_packet_size }
         };
@@ -88,7 +95,7 @@ impl FastPath {
     /// none could be taken (the standard library ignores an OSError there).
     fn take<'py>(&self, py: Python<'py>) -> PyResult<Option<Request<'py>>> {
         match self.arrival {
-            Arrival::Stream => self.accept_one(py),
+            Arrival::Stream { .. } => self.accept_one(py),
             Arrival::Datagram { max_packet_size } => {
                 let mut buffer = vec![MaybeUninit::<u8>::uninit(); max_packet_size];
                 self.receive_one(py, &mut buffer)
@@ -112,7 +119,7 @@ impl FastPath {
             Arrival::Datagram { max_packet_size } => {
                 vec![MaybeUninit::<u8>::uninit(); max_packet_size]
             }
-            Arrival::Stream => Vec::new(),
+            Arrival::Stream { .. } => Vec::new(),
         };
         for taken in 0..BATCH {
             if taken > 0
@@ -121,7 +128,7 @@ impl FastPath {
                 break;
             }
             let request = match self.arrival {
-                Arrival::Stream => self.accept_one(py)?,
+                Arrival::Stream { .. } => self.accept_one(py)?,
                 Arrival::Datagram { .. } => self.receive_one(py, &mut buffer)?,
             };
             let Some((request, address)) = request else {
@@ -140,7 +147,8 @@ impl FastPath {
 impl FastPath {
     fn accept_one<'py>(&self, py: Python<'py>) -> PyResult<Option<Request<'py>>> {
         let fd = self.fd;
-        let Ok((conn, address)) = detach(py, || accept(fd)) else {
+        let nodelay = matches!(self.arrival, Arrival::Stream { nodelay: true });
+        let Ok((conn, address)) = detach(py, || accept(fd, nodelay)) else {
             return Ok(None);
         };
         let request = wrap_socket(self.socket_class.bind(py), self.socket_kind.bind(py), conn)?;

@@ -43,9 +43,14 @@ pub fn set_reuse(fd: RawFd, address: bool, port: bool) -> PyResult<()> {
     .map_err(os_error)
 }
 
-/// Accept one connection (close-on-exec, blocking, like Python's accept()).
-pub fn accept(fd: RawFd) -> io::Result<(RawFd, SockAddr)> {
+/// Accept one connection (close-on-exec, blocking, like Python's accept());
+/// `nodelay` sets TCP_NODELAY on it.
+pub fn accept(fd: RawFd, nodelay: bool) -> io::Result<(RawFd, SockAddr)> {
     let (socket, address) = with_socket(fd, |listener| listener.accept())?;
+    if nodelay {
+        // Only a latency matter: a failure leaves the connection usable.
+        let _ = socket.set_tcp_nodelay(true);
+    }
     Ok((socket.into_raw_fd(), address))
 }
 
