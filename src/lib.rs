@@ -2,12 +2,20 @@
 
 use pyo3::prelude::*;
 
+mod dispatch;
 mod errors;
+mod listener;
+mod pool;
+mod serve;
 mod stream;
 
 #[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    listener::register(m)?;
+    serve::register(m)?;
+    dispatch::register(m)?;
+    pool::register(m)?;
     stream::register(m)?;
     Ok(())
 }

@@ -1,5 +1,93 @@
-"""Python's socketserver module on a Rust core."""
+"""Python's socketserver module on a Rust core.
 
-from socketserver_rs._core import __version__
+``import socketserver_rs as socketserver`` and programs written for the
+standard module keep working: same classes, hierarchy, attributes and hooks.
+The serve loop, accept and recvfrom, the worker pool of ThreadingMixIn and
+the rfile/wfile of StreamRequestHandler run in Rust.
+"""
 
-__all__ = ["__version__"]
+import os
+import socket
+
+from socketserver_rs._core import __version__ as __version__
+from socketserver_rs.handlers import (
+    BaseRequestHandler,
+    DatagramRequestHandler,
+    StreamRequestHandler,
+)
+from socketserver_rs.mixins import ThreadingMixIn
+from socketserver_rs.servers import BaseServer, TCPServer, UDPServer
+
+__all__ = [
+    "BaseServer",
+    "TCPServer",
+    "UDPServer",
+    "ThreadingUDPServer",
+    "ThreadingTCPServer",
+    "BaseRequestHandler",
+    "StreamRequestHandler",
+    "DatagramRequestHandler",
+    "ThreadingMixIn",
+]
+if hasattr(os, "fork"):
+    from socketserver_rs.mixins import ForkingMixIn
+
+    __all__.extend(["ForkingUDPServer", "ForkingTCPServer", "ForkingMixIn"])
+if hasattr(socket, "AF_UNIX"):
+    from socketserver_rs.servers import UnixDatagramServer, UnixStreamServer
+
+    __all__.extend(
+        [
+            "UnixStreamServer",
+            "UnixDatagramServer",
+            "ThreadingUnixStreamServer",
+            "ThreadingUnixDatagramServer",
+        ]
+    )
+    if hasattr(os, "fork"):
+        __all__.extend(["ForkingUnixStreamServer", "ForkingUnixDatagramServer"])
+
+
+if hasattr(os, "fork"):
+
+    class ForkingUDPServer(ForkingMixIn, UDPServer):
+        pass
+
+    class ForkingTCPServer(ForkingMixIn, TCPServer):
+        pass
+
+
+class ThreadingUDPServer(ThreadingMixIn, UDPServer):
+    pass
+
+
+class ThreadingTCPServer(ThreadingMixIn, TCPServer):
+    pass
+
+
+if hasattr(socket, "AF_UNIX"):
+
+    class ThreadingUnixStreamServer(ThreadingMixIn, UnixStreamServer):
+        pass
+
+    class ThreadingUnixDatagramServer(ThreadingMixIn, UnixDatagramServer):
+        pass
+
+    if hasattr(os, "fork"):
+
+        class ForkingUnixStreamServer(ForkingMixIn, UnixStreamServer):
+            pass
+
+        class ForkingUnixDatagramServer(ForkingMixIn, UnixDatagramServer):
+            pass
+
+
+def _present_as_socketserver():
+    # Like decimal.Decimal (implemented in _decimal) reports the module it
+    # stands for, the public classes report "socketserver": code that
+    # introspects the standard module's names sees the same answer.
+    for name in __all__:
+        globals()[name].__module__ = "socketserver"
+
+
+_present_as_socketserver()

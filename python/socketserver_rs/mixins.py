@@ -1,0 +1,180 @@
+"""ThreadingMixIn (on the core's worker pool) and ForkingMixIn."""
+
+import os
+import threading
+import weakref
+
+from socketserver_rs import _core
+
+__all__ = ["ThreadingMixIn"]
+if hasattr(os, "fork"):
+    __all__.append("ForkingMixIn")
+
+
+if hasattr(os, "fork"):
+
+    class ForkingMixIn:
+        """Mix-in class to handle each request in a new process."""
+
+        timeout = 300
+        active_children = None
+        max_children = 40
+        # If true, server_close() waits until all child processes complete.
+        block_on_close = True
+
+        def collect_children(self, *, blocking=False):
+            """Internal routine to wait for children that have exited."""
+            if self.active_children is None:
+                return
+
+            # If we're above the max number of children, wait and reap them until
+            # we go back below threshold. Note that we use waitpid(-1) below to be
+            # able to collect children in size(<defunct children>) syscalls instead
+            # of size(<children>): the downside is that this might reap children
+            # which we didn't spawn, which is why we only resort to this when we're
+            # above max_children.
+            while len(self.active_children) >= self.max_children:
+                try:
+                    pid, _ = os.waitpid(-1, 0)
+                    self.active_children.discard(pid)
+                except ChildProcessError:
+                    # we don't have any children, we're done
+                    self.active_children.clear()
+                except OSError:
+                    break
+
+            # Now reap all defunct children.
+            for pid in self.active_children.copy():
+                try:
+                    flags = 0 if blocking else os.WNOHANG
+                    pid, _ = os.waitpid(pid, flags)
+                    # if the child hasn't exited yet, pid will be 0 and ignored by
+                    # discard() below
+                    self.active_children.discard(pid)
+                except ChildProcessError:
+                    # someone else reaped it
+                    self.active_children.discard(pid)
+                except OSError:
+                    pass
+
+        def handle_timeout(self):
+            """Wait for zombies after self.timeout seconds of inactivity.
+
+            May be extended, do not override.
+            """
+            self.collect_children()
+
+        def service_actions(self):
+            """Collect the zombie child processes regularly in the ForkingMixIn.
+
+            service_actions is called in the BaseServer's serve_forever loop.
+            """
+            self.collect_children()
+
+        def process_request(self, request, client_address):
+            """Fork a new subprocess to process the request."""
+            pid = os.fork()
+            if pid:
+                # Parent process
+                if self.active_children is None:
+                    self.active_children = set()
+                self.active_children.add(pid)
+                self.close_request(request)
+                return
+            else:
+                # Child process.
+                # This must never return, hence os._exit()!
+                status = 1
+                try:
+                    self.finish_request(request, client_address)
+                    status = 0
+                except Exception:
+                    self.handle_error(request, client_address)
+                finally:
+                    try:
+                        self.shutdown_request(request)
+                    finally:
+                        os._exit(status)
+
+        def server_close(self):
+            super().server_close()
+            self.collect_children(blocking=self.block_on_close)
+
+
+class _WorkerThreads:
+    """``server._threads``: the live worker threads (the standard module
+    keeps its request threads there). Instance assignments still win."""
+
+    def __get__(self, server, owner=None):
+        if server is None:
+            return self
+        pool = server.__dict__.get("_ThreadingMixIn__pool")
+        return pool.threads() if pool is not None else []
+
+
+_pool_lock = threading.Lock()
+_live_pools = weakref.WeakSet()
+
+
+def _close_live_pools():
+    # At interpreter exit idle workers leave at once; busy non-daemon ones
+    # finish their request first, as the standard module's threads would.
+    for pool in list(_live_pools):
+        pool.close()
+
+
+threading._register_atexit(_close_live_pools)
+
+
+class ThreadingMixIn:
+    """Mix-in class to handle each request in a new thread.
+
+    Requests run on a pool of reusable worker threads that grows whenever
+    every worker is busy (so no request waits for another to finish) and
+    shrinks when workers stay idle.
+    """
+
+    # Decides how threads will act upon termination of the
+    # main process
+    daemon_threads = False
+    # If true, server_close() waits until all non-daemonic threads terminate.
+    block_on_close = True
+
+    _threads = _WorkerThreads()
+
+    def process_request_thread(self, request, client_address):
+        """Same as in BaseServer but as a thread.
+
+        In addition, exception handling is done here.
+        """
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+    def process_request(self, request, client_address):
+        """Run process_request_thread() on a worker thread."""
+        self._worker_pool().submit(self.process_request_thread, (request, client_address))
+
+    def _worker_pool(self):
+        pool = self.__dict__.get("_ThreadingMixIn__pool")
+        if pool is None:
+            with _pool_lock:
+                pool = self.__dict__.get("_ThreadingMixIn__pool")
+                if pool is None:
+                    pool = _core.WorkerPool(bool(self.daemon_threads), type(self).__name__)
+                    self.__pool = pool
+                    _live_pools.add(pool)
+        return pool
+
+    def server_close(self):
+        super().server_close()
+        pool = self.__dict__.pop("_ThreadingMixIn__pool", None)
+        if pool is None:
+            return
+        if self.block_on_close and not self.daemon_threads:
+            pool.join()
+        else:
+            pool.close()

@@ -1,0 +1,461 @@
+"""The server classes: BaseServer, TCPServer, UDPServer and the Unix ones.
+
+They keep the standard library's hierarchy, attributes and hooks; the loop
+of serve_forever(), the wait of handle_request() and, when no request hook
+is overridden, the whole per-request path run in the Rust core.
+"""
+
+import socket
+import sys
+import threading
+
+from socketserver_rs import _core
+from socketserver_rs.mixins import ThreadingMixIn
+
+__all__ = ["BaseServer", "TCPServer", "UDPServer"]
+if hasattr(socket, "AF_UNIX"):
+    __all__.extend(["UnixStreamServer", "UnixDatagramServer"])
+
+# Families whose addresses the core turns into Python objects itself.
+_FAST_FAMILIES = {socket.AF_INET, socket.AF_INET6}
+if hasattr(socket, "AF_UNIX"):
+    _FAST_FAMILIES.add(socket.AF_UNIX)
+
+
+def _new_socket(family, kind):
+    """socket.socket(family, kind), created by the core."""
+    return socket.socket(family, kind, 0, _core.open_socket(family, kind))
+
+
+class BaseServer:
+    """Base class for server classes.
+
+    Methods for the caller:
+
+    - __init__(server_address, RequestHandlerClass)
+    - serve_forever(poll_interval=0.5)
+    - shutdown()
+    - handle_request()  # if you do not use serve_forever()
+    - fileno() -> int   # for selector
+
+    Methods that may be overridden:
+
+    - server_bind()
+    - server_activate()
+    - get_request() -> request, client_address
+    - handle_timeout()
+    - verify_request(request, client_address)
+    - server_close()
+    - process_request(request, client_address)
+    - shutdown_request(request)
+    - close_request(request)
+    - service_actions()
+    - handle_error()
+
+    Methods for derived classes:
+
+    - finish_request(request, client_address)
+
+    Class variables that may be overridden by derived classes or
+    instances:
+
+    - timeout
+    - address_family
+    - socket_type
+    - allow_reuse_address
+    - allow_reuse_port
+
+    Instance variables:
+
+    - RequestHandlerClass
+    - socket
+    """
+
+    timeout = None
+
+    def __init__(self, server_address, RequestHandlerClass):
+        """Constructor.  May be extended, do not override."""
+        self.__loop = _core.ServeLoop()
+        self.server_address = server_address
+        self.RequestHandlerClass = RequestHandlerClass
+        self.__is_shut_down = threading.Event()
+
+    def _serve_loop(self):
+        # Subclasses that never call BaseServer.__init__ still get a loop.
+        try:
+            return self.__dict__["_BaseServer__loop"]
+        except KeyError:
+            loop = self.__dict__.setdefault("_BaseServer__loop", _core.ServeLoop())
+            self.__dict__.setdefault("_BaseServer__is_shut_down", threading.Event())
+            return loop
+
+    # The standard library keeps the request in this name-mangled attribute;
+    # code that sets it to stop the loop from a handler keeps working.
+    @property
+    def _BaseServer__shutdown_request(self):
+        return self._serve_loop().shutdown_requested
+
+    @_BaseServer__shutdown_request.setter
+    def _BaseServer__shutdown_request(self, value):
+        self._serve_loop().request_shutdown(bool(value))
+
+    def server_activate(self):
+        """Called by constructor to activate the server.
+
+        May be overridden.
+        """
+
+    def serve_forever(self, poll_interval=0.5):
+        """Handle one request at a time until shutdown.
+
+        Polls for shutdown every poll_interval seconds. Ignores
+        self.timeout. If you need to do periodic tasks, do them in
+        another thread.
+
+        The wait happens in the core with the GIL released; shutdown()
+        wakes it at once, and signals are handled within 100 ms.
+        """
+        loop = self._serve_loop()
+        is_shut_down = self.__dict__["_BaseServer__is_shut_down"]
+        is_shut_down.clear()
+        try:
+            if loop.shutdown_requested:
+                fast_path = None
+            else:
+                fast_path = self._fast_path()
+            loop.serve(self, poll_interval, fast_path, self._has_service_actions())
+        finally:
+            is_shut_down.set()
+
+    def shutdown(self):
+        """Stops the serve_forever loop.
+
+        Blocks until the loop has finished. Returns at once if no loop is
+        running (the next serve_forever() then returns immediately), and
+        raises RuntimeError instead of deadlocking when called from the
+        thread running serve_forever().
+        """
+        self._serve_loop().shutdown()
+
+    def service_actions(self):
+        """Called by the serve_forever() loop.
+
+        May be overridden by a subclass / Mixin to implement any code that
+        needs to be run during the loop.
+        """
+
+    def handle_request(self):
+        """Handle one request, possibly blocking.
+
+        Respects self.timeout.
+        """
+        timeout = self.socket.gettimeout()
+        if timeout is None:
+            timeout = self.timeout
+        elif self.timeout is not None:
+            timeout = min(timeout, self.timeout)
+        if self._serve_loop().wait_readable(self.fileno(), timeout):
+            return self._handle_request_noblock()
+        return self.handle_timeout()
+
+    def _handle_request_noblock(self):
+        """Handle one request, without blocking.
+
+        I assume that selector.select() has returned that the socket is
+        readable before this function was called, so there should be no risk of
+        blocking in get_request().
+        """
+        try:
+            request, client_address = self.get_request()
+        except OSError:
+            return
+        if self.verify_request(request, client_address):
+            try:
+                self.process_request(request, client_address)
+            except Exception:
+                self.handle_error(request, client_address)
+                self.shutdown_request(request)
+            except:  # noqa: E722 -- the standard library's exact semantics
+                self.shutdown_request(request)
+                raise
+        else:
+            self.shutdown_request(request)
+
+    def handle_timeout(self):
+        """Called if no new request arrives within self.timeout.
+
+        Overridden by ForkingMixIn.
+        """
+
+    def verify_request(self, request, client_address):
+        """Verify the request.  May be overridden.
+
+        Return True if we should proceed with this request.
+        """
+        return True
+
+    def process_request(self, request, client_address):
+        """Call finish_request.
+
+        Overridden by ForkingMixIn and ThreadingMixIn.
+        """
+        self.finish_request(request, client_address)
+        self.shutdown_request(request)
+
+    def server_close(self):
+        """Called to clean-up the server.
+
+        May be overridden.
+        """
+
+    def finish_request(self, request, client_address):
+        """Finish one request by instantiating RequestHandlerClass."""
+        self.RequestHandlerClass(request, client_address, self)
+
+    def shutdown_request(self, request):
+        """Called to shutdown and close an individual request."""
+        self.close_request(request)
+
+    def close_request(self, request):
+        """Called to clean up an individual request."""
+
+    def handle_error(self, request, client_address):
+        """Handle an error gracefully.  May be overridden.
+
+        The default is to print a traceback and continue.
+        """
+        print("-" * 40, file=sys.stderr)
+        print(
+            "Exception occurred during processing of request from",
+            client_address,
+            file=sys.stderr,
+        )
+        import traceback
+
+        traceback.print_exc()
+        print("-" * 40, file=sys.stderr)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        self.server_close()
+
+    def _has_service_actions(self):
+        return type(
+            self
+        ).service_actions is not BaseServer.service_actions or "service_actions" in vars(self)
+
+    def _fast_path(self):
+        """The core's dispatcher when every request hook is the standard one
+        and the socket a plain socket.socket, else None (then the loop calls
+        _handle_request_noblock() and the hooks, exactly as written)."""
+        sock = getattr(self, "socket", None)
+        if type(sock) is not socket.socket or sock.family not in _FAST_FAMILIES:
+            return None
+        if sock.type == socket.SOCK_STREAM:
+            hooks = _STREAM_HOOKS
+        elif sock.type == socket.SOCK_DGRAM:
+            hooks = _DATAGRAM_HOOKS
+        else:
+            return None
+        threaded = isinstance(self, ThreadingMixIn)
+        if threaded:
+            hooks = {**hooks, **_THREADED_HOOKS}
+        cls = type(self)
+        own = vars(self)
+        for name, standard in hooks.items():
+            if name in own or getattr(cls, name, None) is not standard:
+                return None
+        max_packet_size = getattr(self, "max_packet_size", 0)
+        if type(max_packet_size) is not int or max_packet_size < 0:
+            return None
+        pool = self._worker_pool() if threaded else None
+        return _core.FastPath(sock, sock.type == socket.SOCK_STREAM, max_packet_size, pool)
+
+
+class TCPServer(BaseServer):
+    """Base class for various socket-based server classes.
+
+    Defaults to synchronous IP stream (i.e., TCP).
+
+    Methods for the caller:
+
+    - __init__(server_address, RequestHandlerClass, bind_and_activate=True)
+    - serve_forever(poll_interval=0.5)
+    - shutdown()
+    - handle_request()  # if you don't use serve_forever()
+    - fileno() -> int   # for selector
+
+    Methods that may be overridden:
+
+    - server_bind()
+    - server_activate()
+    - get_request() -> request, client_address
+    - handle_timeout()
+    - verify_request(request, client_address)
+    - process_request(request, client_address)
+    - shutdown_request(request)
+    - close_request(request)
+    - handle_error()
+
+    Methods for derived classes:
+
+    - finish_request(request, client_address)
+
+    Class variables that may be overridden by derived classes or
+    instances:
+
+    - timeout
+    - address_family
+    - socket_type
+    - request_queue_size (only for stream sockets)
+    - allow_reuse_address
+    - allow_reuse_port
+
+    Instance variables:
+
+    - server_address
+    - RequestHandlerClass
+    - socket
+    """
+
+    address_family = socket.AF_INET
+
+    socket_type = socket.SOCK_STREAM
+
+    request_queue_size = 5
+
+    allow_reuse_address = False
+
+    allow_reuse_port = False
+
+    def __init__(self, server_address, RequestHandlerClass, bind_and_activate=True):
+        """Constructor.  May be extended, do not override."""
+        BaseServer.__init__(self, server_address, RequestHandlerClass)
+        self.socket = _new_socket(self.address_family, self.socket_type)
+        if bind_and_activate:
+            try:
+                self.server_bind()
+                self.server_activate()
+            except:  # noqa: E722 -- close on anything, then re-raise
+                self.server_close()
+                raise
+
+    def server_bind(self):
+        """Called by constructor to bind the socket.
+
+        May be overridden.
+        """
+        reuse_address = bool(self.allow_reuse_address) and hasattr(socket, "SO_REUSEADDR")
+        reuse_port = bool(self.allow_reuse_port) and hasattr(socket, "SO_REUSEPORT")
+        if reuse_address or reuse_port:
+            _core.set_reuse(self.socket.fileno(), reuse_address, reuse_port)
+        self.socket.bind(self.server_address)
+        self.server_address = self.socket.getsockname()
+
+    def server_activate(self):
+        """Called by constructor to activate the server.
+
+        May be overridden.
+        """
+        self.socket.listen(self.request_queue_size)
+
+    def server_close(self):
+        """Called to clean-up the server.
+
+        May be overridden.
+        """
+        self.socket.close()
+
+    def fileno(self):
+        """Return socket file number.
+
+        Interface required by selector.
+        """
+        return self.socket.fileno()
+
+    def get_request(self):
+        """Get the request and client address from the socket.
+
+        May be overridden.
+        """
+        return self.socket.accept()
+
+    def shutdown_request(self, request):
+        """Called to shutdown and close an individual request."""
+        try:
+            # explicitly shutdown.  socket.close() merely releases
+            # the socket and waits for GC to perform the actual close.
+            request.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # some platforms may raise ENOTCONN here
+        self.close_request(request)
+
+    def close_request(self, request):
+        """Called to clean up an individual request."""
+        request.close()
+
+
+class UDPServer(TCPServer):
+    """UDP server class."""
+
+    allow_reuse_address = False
+
+    allow_reuse_port = False
+
+    socket_type = socket.SOCK_DGRAM
+
+    max_packet_size = 8192
+
+    def get_request(self):
+        data, client_addr = self.socket.recvfrom(self.max_packet_size)
+        return (data, self.socket), client_addr
+
+    def server_activate(self):
+        # No need to call listen() for UDP.
+        pass
+
+    def shutdown_request(self, request):
+        # No need to shutdown anything.
+        self.close_request(request)
+
+    def close_request(self, request):
+        # No need to close anything.
+        pass
+
+
+if hasattr(socket, "AF_UNIX"):
+
+    class UnixStreamServer(TCPServer):
+        address_family = socket.AF_UNIX
+
+    class UnixDatagramServer(UDPServer):
+        address_family = socket.AF_UNIX
+
+
+# The request hooks the fast path stands in for, with the standard versions.
+_COMMON_HOOKS = {
+    "fileno": TCPServer.fileno,
+    "_handle_request_noblock": BaseServer._handle_request_noblock,
+    "verify_request": BaseServer.verify_request,
+    "process_request": BaseServer.process_request,
+    "finish_request": BaseServer.finish_request,
+}
+_STREAM_HOOKS = {
+    **_COMMON_HOOKS,
+    "get_request": TCPServer.get_request,
+    "shutdown_request": TCPServer.shutdown_request,
+    "close_request": TCPServer.close_request,
+}
+_DATAGRAM_HOOKS = {
+    **_COMMON_HOOKS,
+    "get_request": UDPServer.get_request,
+    "shutdown_request": UDPServer.shutdown_request,
+    "close_request": UDPServer.close_request,
+}
+_THREADED_HOOKS = {
+    "process_request": ThreadingMixIn.process_request,
+    "process_request_thread": ThreadingMixIn.process_request_thread,
+    "_worker_pool": ThreadingMixIn._worker_pool,
+}

@@ -1,0 +1,171 @@
+//! Socket creation and options (socket2), accept and recvfrom on borrowed
+//! descriptors, and socket addresses turned into the objects Python's socket
+//! module returns for them.
+
+use std::ffi::CStr;
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{BorrowedFd, IntoRawFd, RawFd};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString, PyTuple};
+use socket2::{Domain, SockAddr, SockRef, Socket, Type};
+
+use crate::errors::os_error;
+
+/// Run `f` on a descriptor that Python owns, without ever closing it.
+pub fn with_socket<T>(fd: RawFd, f: impl FnOnce(&Socket) -> T) -> T {
+    // SAFETY: callers pass descriptors that Python keeps open for the call.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    f(&SockRef::from(&borrowed))
+}
+
+/// Create a socket (close-on-exec) and hand its descriptor to Python, which
+/// wraps it in a `socket.socket` and owns it from then on.
+#[pyfunction]
+pub fn open_socket(family: i32, kind: i32) -> PyResult<RawFd> {
+    let socket = Socket::new(Domain::from(family), Type::from(kind), None).map_err(os_error)?;
+    Ok(socket.into_raw_fd())
+}
+
+/// Set SO_REUSEADDR / SO_REUSEPORT on a socket before it is bound.
+#[pyfunction]
+pub fn set_reuse(fd: RawFd, address: bool, port: bool) -> PyResult<()> {
+    with_socket(fd, |socket| {
+        if address {
+            socket.set_reuse_address(true)?;
+        }
+        if port {
+            socket.set_reuse_port(true)?;
+        }
+        Ok(())
+    })
+    .map_err(os_error)
+}
+
+/// Accept one connection (close-on-exec, blocking, like Python's accept()).
+pub fn accept(fd: RawFd) -> io::Result<(RawFd, SockAddr)> {
+    let (socket, address) = with_socket(fd, |listener| listener.accept())?;
+    Ok((socket.into_raw_fd(), address))
+}
+
+/// Receive one datagram without blocking; its length and sender.
+pub fn recv_from(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<(usize, SockAddr)> {
+    with_socket(fd, |socket| {
+        socket.recv_from_with_flags(buf, libc::MSG_DONTWAIT)
+    })
+}
+
+/// The Python form of a socket address, exactly as `socket.accept()` and
+/// `socket.recvfrom()` build it.
+pub fn address_to_py<'py>(py: Python<'py>, address: &SockAddr) -> PyResult<Bound<'py, PyAny>> {
+    let len = address.len() as usize;
+    if len == 0 {
+        return Ok(py.None().into_bound(py));
+    }
+    let raw = address.as_ptr().cast::<u8>();
+    match i32::from(address.family()) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let sin = unsafe { &*address.as_ptr().cast::<libc::sockaddr_in>() };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Ok((ip.to_string(), u16::from_be(sin.sin_port))
+                .into_pyobject(py)?
+                .into_any())
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let sin6 = unsafe { &*address.as_ptr().cast::<libc::sockaddr_in6>() };
+            let host = ipv6_host(address)?;
+            Ok((
+                host,
+                u16::from_be(sin6.sin6_port),
+                u32::from_be(sin6.sin6_flowinfo),
+                sin6.sin6_scope_id,
+            )
+                .into_pyobject(py)?
+                .into_any())
+        }
+        libc::AF_UNIX => {
+            let offset = std::mem::offset_of!(libc::sockaddr_un, sun_path);
+            // SAFETY: len bytes of the storage are initialised by the kernel.
+            let path =
+                unsafe { std::slice::from_raw_parts(raw.add(offset), len.saturating_sub(offset)) };
+            if !path.is_empty() && path[0] == 0 {
+                return Ok(PyBytes::new(py, path).into_any());
+            }
+            let end = path.iter().position(|&b| b == 0).unwrap_or(path.len());
+            fs_decode(py, &path[..end])
+        }
+        family => Err(pyo3::exceptions::PyOSError::new_err(format!(
+            "unsupported address family {family}"
+        ))),
+    }
+}
+
+/// The host part as Python's `makeipaddr` gives it: getnameinfo(NI_NUMERICHOST),
+/// which also appends `%scope` to link-local addresses.
+fn ipv6_host(address: &SockAddr) -> PyResult<String> {
+    let mut text = [0 as libc::c_char; 64];
+    // SAFETY: a valid sockaddr of the stated length and an output buffer of
+    // the stated size.
+    let rc = unsafe {
+        libc::getnameinfo(
+            address.as_ptr().cast(),
+            address.len(),
+            text.as_mut_ptr(),
+            text.len() as libc::socklen_t,
+            std::ptr::null_mut(),
+            0,
+            libc::NI_NUMERICHOST,
+        )
+    };
+    if rc != 0 {
+        return Err(pyo3::exceptions::PyOSError::new_err(format!(
+            "getnameinfo failed ({rc})"
+        )));
+    }
+    // SAFETY: getnameinfo NUL-terminates on success.
+    Ok(unsafe { CStr::from_ptr(text.as_ptr()) }
+        .to_string_lossy()
+        .into_owned())
+}
+
+/// `os.fsdecode` of a path, as Python decodes AF_UNIX addresses.
+fn fs_decode<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: the pointer and length describe a live slice; the result is a
+    // new reference or NULL with an exception set.
+    unsafe {
+        let ptr = pyo3::ffi::PyUnicode_DecodeFSDefaultAndSize(
+            bytes.as_ptr().cast(),
+            bytes.len() as pyo3::ffi::Py_ssize_t,
+        );
+        Ok(Bound::from_owned_ptr_or_err(py, ptr)?
+            .cast_into::<PyString>()?
+            .into_any())
+    }
+}
+
+/// A new `socket.socket` of the listener's family, type and protocol owning
+/// `fd`; on failure the descriptor is closed, so nothing leaks.
+pub fn wrap_socket<'py>(
+    socket_class: &Bound<'py, PyAny>,
+    kind: &Bound<'py, PyTuple>,
+    fd: RawFd,
+) -> PyResult<Bound<'py, PyAny>> {
+    let (family, sock_type, proto) = (kind.get_item(0)?, kind.get_item(1)?, kind.get_item(2)?);
+    match socket_class.call1((family, sock_type, proto, fd)) {
+        Ok(sock) => Ok(sock),
+        Err(err) => {
+            // SAFETY: fd was just accepted and nothing else owns it yet.
+            unsafe { libc::close(fd) };
+            Err(err)
+        }
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(open_socket, m)?)?;
+    m.add_function(wrap_pyfunction!(set_reuse, m)?)?;
+    Ok(())
+}

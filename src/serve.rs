@@ -1,0 +1,280 @@
+//! The serve loop: `serve_forever()` waits on the listening socket and a wake
+//! descriptor with the GIL released, so `shutdown()` takes effect at once,
+//! and checks for signals between slices of at most 100 ms.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+use pyo3::exceptions::{PyOSError, PyRuntimeError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use socket2::{Domain, Socket, Type};
+
+use crate::dispatch::FastPath;
+use crate::errors::os_error;
+
+/// Longest stretch spent waiting without looking for signals.
+const SIGNAL_SLICE: Duration = Duration::from_millis(100);
+
+/// What a wait ended with.
+#[derive(PartialEq)]
+enum Wait {
+    Ready,
+    TimedOut,
+    Woken,
+}
+
+/// One per server: the shutdown request, the wake descriptor and the threads
+/// currently inside `serve_forever()`.
+#[pyclass(frozen, module = "socketserver_rs._core")]
+pub struct ServeLoop {
+    shutdown_requested: AtomicBool,
+    serving: Mutex<Vec<ThreadId>>,
+    stopped: Condvar,
+    wake_read: Socket,
+    wake_write: Socket,
+}
+
+#[pymethods]
+impl ServeLoop {
+    #[new]
+    fn new() -> PyResult<Self> {
+        let (wake_read, wake_write) =
+            Socket::pair(Domain::UNIX, Type::STREAM, None).map_err(os_error)?;
+        wake_read.set_nonblocking(true).map_err(os_error)?;
+        wake_write.set_nonblocking(true).map_err(os_error)?;
+        Ok(Self {
+            shutdown_requested: AtomicBool::new(false),
+            serving: Mutex::new(Vec::new()),
+            stopped: Condvar::new(),
+            wake_read,
+            wake_write,
+        })
+    }
+
+    /// Serve until `shutdown()`: the body of `BaseServer.serve_forever()`.
+    /// With `fast`, requests are accepted and dispatched here; without it,
+    /// `server._handle_request_noblock()` is called for each readiness.
+    #[pyo3(signature = (server, poll_interval, fast, service_actions))]
+    fn serve(
+        &self,
+        py: Python<'_>,
+        server: &Bound<'_, PyAny>,
+        poll_interval: Option<f64>,
+        fast: Option<&Bound<'_, FastPath>>,
+        service_actions: bool,
+    ) -> PyResult<()> {
+        let _serving = ServingGuard::enter(self);
+        if self.shutdown_requested.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let fd: RawFd = server.call_method0(intern!(py, "fileno"))?.extract()?;
+        let interval = poll_interval.map(|secs| Duration::from_secs_f64(secs.max(0.0)));
+        loop {
+            let ready = self.wait(py, fd, interval, true)? == Wait::Ready;
+            if self.shutdown_requested.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            if ready {
+                match fast {
+                    Some(fast) => fast
+                        .get()
+                        .dispatch(py, server, fd, &self.shutdown_requested)?,
+                    None => {
+                        server.call_method0(intern!(py, "_handle_request_noblock"))?;
+                    }
+                }
+            }
+            if service_actions {
+                server.call_method0(intern!(py, "service_actions"))?;
+            }
+        }
+    }
+
+    /// Ask `serve_forever()` to stop and wait until it has. Returns at once
+    /// when no loop is running (the request is kept for the next one), and
+    /// refuses to deadlock when called from the thread running the loop.
+    fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
+        if self.lock_serving().contains(&std::thread::current().id()) {
+            return Err(PyRuntimeError::new_err(
+                "shutdown() called from the thread running serve_forever() would wait for itself \
+                 forever; call it from another thread",
+            ));
+        }
+        self.request_shutdown(true);
+        loop {
+            let stopped = py.detach(|| {
+                let serving = self.lock_serving();
+                let (serving, _) = self
+                    .stopped
+                    .wait_timeout_while(serving, SIGNAL_SLICE, |threads| !threads.is_empty())
+                    .unwrap_or_else(|poison| poison.into_inner());
+                serving.is_empty()
+            });
+            if stopped {
+                return Ok(());
+            }
+            py.check_signals()?;
+        }
+    }
+
+    /// Set or clear the shutdown request without waiting; setting it wakes the loop.
+    fn request_shutdown(&self, requested: bool) {
+        self.shutdown_requested.store(requested, Ordering::Release);
+        if requested {
+            // A full pipe already holds a wake-up; nothing else can fail here.
+            let _ = self.wake_write.send(&[1]);
+        }
+    }
+
+    #[getter]
+    fn shutdown_requested(&self) -> bool {
+        self.shutdown_requested.load(Ordering::Acquire)
+    }
+
+    /// True while some thread is inside `serve()`.
+    #[getter]
+    fn serving(&self) -> bool {
+        !self.lock_serving().is_empty()
+    }
+
+    /// Wait until `fd` is readable or `timeout` seconds pass (None: no
+    /// limit), GIL released, signals checked. The wait of `handle_request()`.
+    #[pyo3(signature = (fd, timeout))]
+    fn wait_readable(&self, py: Python<'_>, fd: RawFd, timeout: Option<f64>) -> PyResult<bool> {
+        let timeout = timeout.map(|secs| Duration::from_secs_f64(secs.max(0.0)));
+        Ok(self.wait(py, fd, timeout, false)? == Wait::Ready)
+    }
+}
+
+impl ServeLoop {
+    fn lock_serving(&self) -> MutexGuard<'_, Vec<ThreadId>> {
+        self.serving
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Wait for `fd` (and, if `wakeable`, for a shutdown request) in slices
+    /// of at most `SIGNAL_SLICE`, running signal handlers between them.
+    fn wait(
+        &self,
+        py: Python<'_>,
+        fd: RawFd,
+        timeout: Option<Duration>,
+        wakeable: bool,
+    ) -> PyResult<Wait> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let wake_fd = if wakeable {
+            self.wake_read.as_raw_fd()
+        } else {
+            -1
+        };
+        loop {
+            let slice = match deadline {
+                Some(deadline) => deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(SIGNAL_SLICE),
+                None => SIGNAL_SLICE,
+            };
+            match py.detach(|| poll_two(fd, wake_fd, slice)) {
+                Ok((listener, woken)) => {
+                    if woken {
+                        self.drain_wakes();
+                        if self.shutdown_requested.load(Ordering::Acquire) {
+                            return Ok(Wait::Woken);
+                        }
+                    }
+                    if listener & libc::POLLNVAL != 0 {
+                        return Err(PyOSError::new_err((
+                            libc::EBADF,
+                            "the server socket was closed while serving",
+                        )));
+                    }
+                    if listener != 0 {
+                        return Ok(Wait::Ready);
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(os_error(err)),
+            }
+            py.check_signals()?;
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                return Ok(Wait::TimedOut);
+            }
+        }
+    }
+
+    fn drain_wakes(&self) {
+        let mut sink = [std::mem::MaybeUninit::<u8>::uninit(); 64];
+        while matches!(self.wake_read.recv(&mut sink), Ok(n) if n > 0) {}
+    }
+}
+
+/// poll(2) on the listener and the wake descriptor (-1: none); the listener's
+/// revents and whether a wake-up arrived.
+fn poll_two(fd: RawFd, wake_fd: RawFd, timeout: Duration) -> io::Result<(libc::c_short, bool)> {
+    let mut fds = [
+        libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: wake_fd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    let count = if wake_fd < 0 { 1 } else { 2 };
+    let millis = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: `fds` outlives the call and `count` is within its length.
+    if unsafe { libc::poll(fds.as_mut_ptr(), count, millis) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((fds[0].revents, count == 2 && fds[1].revents != 0))
+}
+
+/// Whether `fd` is readable right now.
+pub fn readable_now(fd: RawFd) -> bool {
+    matches!(poll_two(fd, -1, Duration::ZERO), Ok((revents, _)) if revents & libc::POLLIN != 0)
+}
+
+/// Registers the current thread as serving; on leaving, clears the shutdown
+/// request once the last serving thread is gone (as the standard library's
+/// `finally:` does) and wakes whoever waits in `shutdown()`.
+struct ServingGuard<'a> {
+    owner: &'a ServeLoop,
+    thread: ThreadId,
+}
+
+impl<'a> ServingGuard<'a> {
+    fn enter(owner: &'a ServeLoop) -> Self {
+        let thread = std::thread::current().id();
+        owner.lock_serving().push(thread);
+        Self { owner, thread }
+    }
+}
+
+impl Drop for ServingGuard<'_> {
+    fn drop(&mut self) {
+        let mut serving = self.owner.lock_serving();
+        if let Some(at) = serving.iter().position(|&t| t == self.thread) {
+            serving.swap_remove(at);
+        }
+        if serving.is_empty() {
+            self.owner
+                .shutdown_requested
+                .store(false, Ordering::Release);
+            self.owner.drain_wakes();
+        }
+        self.owner.stopped.notify_all();
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<ServeLoop>()
+}
