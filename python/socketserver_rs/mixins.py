@@ -4,6 +4,7 @@ import itertools
 import os
 import threading
 import weakref
+from typing import Optional
 
 from socketserver_rs import _core
 
@@ -17,8 +18,8 @@ if hasattr(os, "fork"):
     class ForkingMixIn:
         """Mix-in class to handle each request in a new process."""
 
-        timeout = 300
-        active_children = None
+        timeout: Optional[float] = 300
+        active_children: Optional[set] = None
         max_children = 40
         # If true, server_close() waits until all child processes complete.
         block_on_close = True
@@ -114,7 +115,7 @@ class _WorkerThreads:
 
 
 _pool_lock = threading.Lock()
-_live_pools = weakref.WeakSet()
+_live_pools: "weakref.WeakSet[_core.WorkerPool]" = weakref.WeakSet()
 _worker_numbers = itertools.count(1)
 
 
@@ -125,7 +126,7 @@ def _close_live_pools():
         pool.close()
 
 
-threading._register_atexit(_close_live_pools)
+threading._register_atexit(_close_live_pools)  # type: ignore[attr-defined]
 
 
 def _work(worker):

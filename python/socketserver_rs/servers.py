@@ -10,6 +10,7 @@ import socket
 import sys
 import threading
 from functools import partial
+from typing import Optional
 
 from socketserver_rs import _core
 from socketserver_rs.mixins import ThreadingMixIn
@@ -89,7 +90,7 @@ class BaseServer:
     - socket
     """
 
-    timeout = None
+    timeout: Optional[float] = None
 
     def __init__(self, server_address, RequestHandlerClass):
         """Constructor.  May be extended, do not override."""
