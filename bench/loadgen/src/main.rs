@@ -1,0 +1,433 @@
+//! Load generator for the socketserver_rs benchmarks (std only).
+//!
+//! Every subcommand talks to 127.0.0.1:PORT and is bounded in time. The timed
+//! ones warm up first, then print `START`, measure for `--duration` seconds,
+//! print `STOP` and finally one `RESULT {json}` line, so that whoever runs it
+//! can sample the server's CPU time exactly around the measured window.
+//!
+//!   keepalive  N connections, each sending a line and reading it back, in a loop
+//!   connper    N workers, each: connect, send a line, read the reply, close
+//!   udp        N sockets, each sending a datagram and waiting for the echo
+//!   bulk       N connections streaming --size byte chunks and reading them back
+//!   idle       open N keep-alive connections (one echo each), print HELD,
+//!              hold them until standard input closes (or --hold seconds)
+//!   burst      N simultaneous connects, each sending a line and reading the
+//!              reply; latency is from the common start to the reply
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const WARMUP: u8 = 0;
+const MEASURE: u8 = 1;
+const DONE: u8 = 2;
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+struct Args {
+    port: u16,
+    conns: usize,
+    warmup: f64,
+    duration: f64,
+    size: usize,
+    rounds: usize,
+    hold: f64,
+}
+
+fn parse_args(rest: &[String]) -> Args {
+    let mut args = Args {
+        port: 0,
+        conns: 16,
+        warmup: 1.0,
+        duration: 3.0,
+        size: 64,
+        rounds: 5,
+        hold: 60.0,
+    };
+    let mut it = rest.iter();
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .unwrap_or_else(|| fail(&format!("{flag} needs a value")));
+        match flag.as_str() {
+            "--port" => args.port = num(flag, value),
+            "--conns" => args.conns = num(flag, value),
+            "--warmup" => args.warmup = num(flag, value),
+            "--duration" => args.duration = num(flag, value),
+            "--size" => args.size = num(flag, value),
+            "--rounds" => args.rounds = num(flag, value),
+            "--hold" => args.hold = num(flag, value),
+            _ => fail(&format!("unknown option {flag}")),
+        }
+    }
+    if args.port == 0 {
+        fail("--port is required");
+    }
+    args
+}
+
+fn num<T: std::str::FromStr>(flag: &str, value: &str) -> T {
+    value
+        .parse()
+        .unwrap_or_else(|_| fail(&format!("bad value for {flag}: {value}")))
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("loadgen: {message}");
+    std::process::exit(2);
+}
+
+/// What one worker thread saw during the measured window.
+#[derive(Default)]
+struct Tally {
+    requests: u64,
+    errors: u64,
+    bytes: u64,
+    latencies_ns: Vec<u64>,
+}
+
+impl Tally {
+    fn merge(&mut self, other: Tally) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.bytes += other.bytes;
+        self.latencies_ns.extend(other.latencies_ns);
+    }
+}
+
+fn percentile_us(sorted_ns: &[u64], p: f64) -> f64 {
+    if sorted_ns.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted_ns.len() as f64).ceil() as usize;
+    sorted_ns[rank.clamp(1, sorted_ns.len()) - 1] as f64 / 1000.0
+}
+
+fn line(size: usize) -> Vec<u8> {
+    let mut line: Vec<u8> = (0..size.max(1))
+        .map(|i| b'a' + (i % 26) as u8)
+        .collect();
+    *line.last_mut().unwrap() = b'\n';
+    line
+}
+
+/// Runs `workers` threads of `work` through warm-up and the measured window,
+/// printing START and STOP around the window, and returns the merged tally
+/// with the window's length in seconds.
+fn timed<F>(args: &Args, work: F) -> (Tally, f64)
+where
+    F: Fn(usize, &AtomicU8) -> Tally + Send + Sync + 'static,
+{
+    let phase = Arc::new(AtomicU8::new(WARMUP));
+    let work = Arc::new(work);
+    let handles: Vec<_> = (0..args.conns)
+        .map(|i| {
+            let phase = Arc::clone(&phase);
+            let work = Arc::clone(&work);
+            thread::spawn(move || work(i, &phase))
+        })
+        .collect();
+    thread::sleep(Duration::from_secs_f64(args.warmup));
+    phase.store(MEASURE, Ordering::SeqCst);
+    let start = Instant::now();
+    say("START");
+    thread::sleep(Duration::from_secs_f64(args.duration));
+    phase.store(DONE, Ordering::SeqCst);
+    let secs = start.elapsed().as_secs_f64();
+    say("STOP");
+    let mut total = Tally::default();
+    for handle in handles {
+        if let Ok(tally) = handle.join() {
+            total.merge(tally);
+        }
+    }
+    (total, secs)
+}
+
+fn say(what: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{what}");
+    let _ = out.flush();
+}
+
+fn report(mut tally: Tally, secs: f64, extra: &str) {
+    tally.latencies_ns.sort_unstable();
+    let json = format!(
+        "{{\"requests\":{},\"errors\":{},\"bytes\":{},\"secs\":{:.6},\"rps\":{:.1},\
+\"mib_per_s\":{:.2},\"p50_us\":{:.1},\"p99_us\":{:.1},\"max_us\":{:.1}{}}}",
+        tally.requests,
+        tally.errors,
+        tally.bytes,
+        secs,
+        tally.requests as f64 / secs.max(1e-9),
+        tally.bytes as f64 / secs.max(1e-9) / (1024.0 * 1024.0),
+        percentile_us(&tally.latencies_ns, 50.0),
+        percentile_us(&tally.latencies_ns, 99.0),
+        tally.latencies_ns.last().copied().unwrap_or(0) as f64 / 1000.0,
+        extra,
+    );
+    say(&format!("RESULT {json}"));
+}
+
+fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(stream)
+}
+
+/// Sends `msg` and reads until a newline; the reply must match.
+fn round_trip(
+    writer: &mut TcpStream,
+    reader: &mut BufReader<TcpStream>,
+    msg: &[u8],
+    reply: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    writer.write_all(msg)?;
+    reply.clear();
+    reader.read_until(b'\n', reply)?;
+    if reply.as_slice() != msg {
+        return Err(std::io::Error::other("short or wrong reply"));
+    }
+    Ok(())
+}
+
+fn keepalive(args: &Args, addr: SocketAddr) {
+    let msg = line(args.size);
+    let (tally, secs) = timed(args, move |_, phase| {
+        let mut tally = Tally::default();
+        let mut reply = Vec::with_capacity(msg.len());
+        'reconnect: while phase.load(Ordering::Relaxed) != DONE {
+            let Ok(mut writer) = connect(addr) else {
+                tally.errors += 1;
+                thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            let mut reader = BufReader::new(writer.try_clone().expect("clone socket"));
+            loop {
+                let began = Instant::now();
+                let ok = round_trip(&mut writer, &mut reader, &msg, &mut reply).is_ok();
+                let ended = Instant::now();
+                match phase.load(Ordering::Relaxed) {
+                    MEASURE if ok => {
+                        tally.requests += 1;
+                        tally.latencies_ns.push((ended - began).as_nanos() as u64);
+                    }
+                    MEASURE => tally.errors += 1,
+                    DONE => break 'reconnect,
+                    _ => {}
+                }
+                if !ok {
+                    continue 'reconnect;
+                }
+            }
+        }
+        tally
+    });
+    report(tally, secs, "");
+}
+
+fn connper(args: &Args, addr: SocketAddr) {
+    let msg = line(args.size);
+    let (tally, secs) = timed(args, move |_, phase| {
+        let mut tally = Tally::default();
+        let mut reply = Vec::with_capacity(msg.len());
+        while phase.load(Ordering::Relaxed) != DONE {
+            let began = Instant::now();
+            let ok = connect(addr).and_then(|mut writer| {
+                let mut reader = BufReader::new(writer.try_clone()?);
+                round_trip(&mut writer, &mut reader, &msg, &mut reply)
+            });
+            let ended = Instant::now();
+            if phase.load(Ordering::Relaxed) == MEASURE {
+                if ok.is_ok() {
+                    tally.requests += 1;
+                    tally.latencies_ns.push((ended - began).as_nanos() as u64);
+                } else {
+                    tally.errors += 1;
+                }
+            }
+            if ok.is_err() {
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
+        tally
+    });
+    report(tally, secs, "");
+}
+
+fn udp(args: &Args, addr: SocketAddr) {
+    let msg = line(args.size);
+    let (tally, secs) = timed(args, move |_, phase| {
+        let mut tally = Tally::default();
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind UDP socket");
+        socket.connect(addr).expect("connect UDP socket");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(250)))
+            .expect("set timeout");
+        let mut buf = vec![0u8; 65536];
+        while phase.load(Ordering::Relaxed) != DONE {
+            let began = Instant::now();
+            let ok = socket.send(&msg).and_then(|_| loop {
+                // A late echo of an earlier, timed-out datagram is skipped.
+                let n = socket.recv(&mut buf)?;
+                if buf[..n] == msg[..] {
+                    break Ok(());
+                }
+            });
+            let ended = Instant::now();
+            if phase.load(Ordering::Relaxed) == MEASURE {
+                if ok.is_ok() {
+                    tally.requests += 1;
+                    tally.latencies_ns.push((ended - began).as_nanos() as u64);
+                } else {
+                    tally.errors += 1;
+                }
+            }
+        }
+        tally
+    });
+    report(tally, secs, "");
+}
+
+fn bulk(args: &Args, addr: SocketAddr) {
+    let size = args.size.max(1);
+    let (tally, secs) = timed(args, move |_, phase| {
+        let mut tally = Tally::default();
+        let Ok(stream) = connect(addr) else {
+            tally.errors += 1;
+            return tally;
+        };
+        let mut writer = stream.try_clone().expect("clone socket");
+        let mut counted = 0u64;
+        let sender = {
+            let payload = vec![b'x'; size];
+            thread::spawn(move || {
+                // Streams until the reader shuts the socket down, which
+                // makes a pending or the next write fail.
+                while writer.write_all(&payload).is_ok() {}
+            })
+        };
+        let mut reader = stream;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    match phase.load(Ordering::Relaxed) {
+                        MEASURE => counted += n as u64,
+                        DONE => {
+                            // Stops the writer too.
+                            let _ = reader.shutdown(Shutdown::Both);
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        let _ = sender.join();
+        tally.bytes = counted;
+        tally.requests = tally.bytes / size as u64;
+        tally
+    });
+    report(tally, secs, &format!(",\"chunk\":{size}"));
+}
+
+fn idle(args: &Args, addr: SocketAddr) {
+    let msg = line(args.size);
+    let mut held = Vec::with_capacity(args.conns);
+    let mut errors = 0u64;
+    let began = Instant::now();
+    let mut reply = Vec::new();
+    for _ in 0..args.conns {
+        let ok = connect(addr).and_then(|mut writer| {
+            let mut reader = BufReader::new(writer.try_clone()?);
+            round_trip(&mut writer, &mut reader, &msg, &mut reply)?;
+            Ok(writer)
+        });
+        match ok {
+            Ok(stream) => held.push(stream),
+            Err(_) => errors += 1,
+        }
+    }
+    let secs = began.elapsed().as_secs_f64();
+    say(&format!(
+        "RESULT {{\"held\":{},\"errors\":{},\"secs\":{:.3}}}",
+        held.len(),
+        errors,
+        secs
+    ));
+    say("HELD");
+    // Hold until standard input closes, or at most --hold seconds.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+        let _ = done_tx.send(());
+    });
+    let _ = done_rx.recv_timeout(Duration::from_secs_f64(args.hold));
+    drop(held);
+}
+
+fn burst(args: &Args, addr: SocketAddr) {
+    let msg = Arc::new(line(args.size));
+    let mut tally = Tally::default();
+    for round in 0..args.rounds.max(1) {
+        if round > 0 {
+            thread::sleep(Duration::from_millis(200));
+        }
+        let barrier = Arc::new(Barrier::new(args.conns + 1));
+        let handles: Vec<_> = (0..args.conns)
+            .map(|_| {
+                let barrier = Arc::clone(&barrier);
+                let msg = Arc::clone(&msg);
+                thread::spawn(move || {
+                    barrier.wait();
+                    let began = Instant::now();
+                    let mut reply = Vec::new();
+                    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(30));
+                    let ok = stream.and_then(|mut writer| {
+                        writer.set_nodelay(true)?;
+                        writer.set_read_timeout(Some(Duration::from_secs(30)))?;
+                        let mut reader = BufReader::new(writer.try_clone()?);
+                        round_trip(&mut writer, &mut reader, &msg, &mut reply)
+                    });
+                    (ok.is_ok(), began.elapsed())
+                })
+            })
+            .collect();
+        barrier.wait();
+        for handle in handles {
+            match handle.join() {
+                Ok((true, took)) => {
+                    tally.requests += 1;
+                    tally.latencies_ns.push(took.as_nanos() as u64);
+                }
+                _ => tally.errors += 1,
+            }
+        }
+    }
+    report(tally, 1.0, &format!(",\"rounds\":{}", args.rounds.max(1)));
+}
+
+fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    let Some(command) = argv.get(1) else {
+        fail("usage: loadgen keepalive|connper|udp|bulk|idle|burst --port N [options]");
+    };
+    let args = parse_args(&argv[2..]);
+    let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
+    match command.as_str() {
+        "keepalive" => keepalive(&args, addr),
+        "connper" => connper(&args, addr),
+        "udp" => udp(&args, addr),
+        "bulk" => bulk(&args, addr),
+        "idle" => idle(&args, addr),
+        "burst" => burst(&args, addr),
+        other => fail(&format!("unknown command {other}")),
+    }
+}
