@@ -171,6 +171,13 @@ fn report(mut tally: Tally, secs: f64, extra: &str) {
     say(&format!("RESULT {json}"));
 }
 
+/// Spreads the first connects of long-lived connections a little, so that a
+/// server with the standard module's listen backlog of 5 does not drop SYNs
+/// (and make a client wait a second for the retry) during warm-up.
+fn stagger(i: usize) {
+    thread::sleep(Duration::from_millis(3 * i as u64));
+}
+
 fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
     let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
     stream.set_nodelay(true)?;
@@ -197,9 +204,10 @@ fn round_trip(
 
 fn keepalive(args: &Args, addr: SocketAddr) {
     let msg = line(args.size);
-    let (tally, secs) = timed(args, move |_, phase| {
+    let (tally, secs) = timed(args, move |i, phase| {
         let mut tally = Tally::default();
         let mut reply = Vec::with_capacity(msg.len());
+        stagger(i);
         'reconnect: while phase.load(Ordering::Relaxed) != DONE {
             let Ok(mut writer) = connect(addr) else {
                 tally.errors += 1;
@@ -295,8 +303,9 @@ fn udp(args: &Args, addr: SocketAddr) {
 
 fn bulk(args: &Args, addr: SocketAddr) {
     let size = args.size.max(1);
-    let (tally, secs) = timed(args, move |_, phase| {
+    let (tally, secs) = timed(args, move |i, phase| {
         let mut tally = Tally::default();
+        stagger(i);
         let Ok(stream) = connect(addr) else {
             tally.errors += 1;
             return tally;
