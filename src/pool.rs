@@ -5,8 +5,9 @@
 //! concurrency is never lower than one thread per request) and idle workers
 //! retire after `idle_timeout`.
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
@@ -14,8 +15,10 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
+use socket2::{Domain, Socket, Type};
 
 use crate::detach::detach;
+use crate::errors::os_error;
 
 /// `func(*args)`.
 type Job = (Py<PyAny>, Py<PyTuple>);
@@ -31,7 +34,14 @@ struct Counts {
 struct Shared {
     jobs: Receiver<Job>,
     counts: Mutex<Counts>,
+    /// Signalled whenever a worker becomes free.
+    freed: Condvar,
     idle_timeout: Duration,
+    /// The bound on workers (`max_threads`), if any.
+    max_workers: Option<usize>,
+    /// A byte arrives on the first of these when a worker of a pool at its
+    /// bound becomes free, waking a serve loop that stopped accepting.
+    free_slots: Option<(Socket, Socket)>,
 }
 
 impl Shared {
@@ -39,6 +49,19 @@ impl Shared {
         self.counts
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn at_bound(&self, counts: &Counts) -> bool {
+        counts.idle == 0 && self.max_workers.is_some_and(|max| counts.workers >= max)
+    }
+
+    /// A worker became free (or left) while the pool was at its bound.
+    fn announce_free_slot(&self) {
+        self.freed.notify_one();
+        if let Some((_, writer)) = &self.free_slots {
+            // A full socket buffer already holds a wake-up.
+            let _ = writer.send(&[1]);
+        }
     }
 }
 
@@ -51,39 +74,78 @@ pub struct WorkerPool {
 
 #[pymethods]
 impl WorkerPool {
+    /// `max_workers`: at most that many workers (and requests in flight).
     #[new]
-    #[pyo3(signature = (idle_timeout = 10.0))]
-    fn new(idle_timeout: f64) -> Self {
+    #[pyo3(signature = (idle_timeout = 10.0, max_workers = None))]
+    fn new(idle_timeout: f64, max_workers: Option<usize>) -> PyResult<Self> {
+        let free_slots = match max_workers {
+            Some(_) => {
+                let (reader, writer) =
+                    Socket::pair(Domain::UNIX, Type::STREAM, None).map_err(os_error)?;
+                reader.set_nonblocking(true).map_err(os_error)?;
+                writer.set_nonblocking(true).map_err(os_error)?;
+                Some((reader, writer))
+            }
+            None => None,
+        };
         let (sender, jobs) = unbounded();
-        Self {
+        Ok(Self {
             shared: Arc::new(Shared {
                 jobs,
                 counts: Mutex::new(Counts::default()),
+                freed: Condvar::new(),
                 idle_timeout: Duration::from_secs_f64(idle_timeout.max(0.001)),
+                max_workers: max_workers.map(|max| max.max(1)),
+                free_slots,
             }),
             sender: Mutex::new(Some(sender)),
             threads: Mutex::new(Vec::new()),
-        }
+        })
     }
 
     /// Claim a worker for one more job: False when an idle one will take
     /// it; True when none is free and the caller must start a new worker
-    /// (already counted: call `cancel_worker()` if starting it fails).
-    pub fn needs_worker(&self) -> bool {
-        let mut counts = self.shared.counts();
-        if counts.idle > 0 {
-            counts.idle -= 1;
-            false
-        } else {
-            counts.workers += 1;
-            true
+    /// (already counted: call `cancel_worker()` if starting it fails). At
+    /// the bound, waits (GIL released) for a worker to become free.
+    pub fn needs_worker(&self, py: Python<'_>) -> PyResult<bool> {
+        loop {
+            if let Some(claimed) = self.try_claim() {
+                return Ok(claimed);
+            }
+            let shared = &self.shared;
+            detach(py, || {
+                let counts = shared.counts();
+                let _ =
+                    shared
+                        .freed
+                        .wait_timeout_while(counts, Duration::from_millis(100), |counts| {
+                            shared.at_bound(counts)
+                        });
+            });
+            py.check_signals()?;
         }
+    }
+
+    /// Whether every worker is busy and no more may start.
+    #[getter]
+    pub fn is_full(&self) -> bool {
+        self.shared.at_bound(&self.shared.counts())
+    }
+
+    /// The bound on workers, if any.
+    #[getter]
+    fn max_workers(&self) -> Option<usize> {
+        self.shared.max_workers
     }
 
     /// A worker counted by `needs_worker()` could not be started.
     fn cancel_worker(&self) {
         let mut counts = self.shared.counts();
+        let was_at_bound = self.shared.at_bound(&counts);
         counts.workers = counts.workers.saturating_sub(1);
+        if was_at_bound {
+            self.shared.announce_free_slot();
+        }
     }
 
     /// Queue `func(*args)`; a worker was claimed for it with `needs_worker()`.
@@ -152,6 +214,35 @@ impl WorkerPool {
 }
 
 impl WorkerPool {
+    /// `needs_worker()` without waiting: None at the bound.
+    pub fn try_claim(&self) -> Option<bool> {
+        let mut counts = self.shared.counts();
+        if counts.idle > 0 {
+            counts.idle -= 1;
+            Some(false)
+        } else if self.shared.at_bound(&counts) {
+            None
+        } else {
+            counts.workers += 1;
+            Some(true)
+        }
+    }
+
+    /// Readable when a worker of a pool at its bound became free (-1: no bound).
+    pub fn free_slot_fd(&self) -> RawFd {
+        self.shared
+            .free_slots
+            .as_ref()
+            .map_or(-1, |(reader, _)| reader.as_raw_fd())
+    }
+
+    pub fn drain_free_slots(&self) {
+        if let Some((reader, _)) = &self.shared.free_slots {
+            let mut sink = [std::mem::MaybeUninit::<u8>::uninit(); 64];
+            while matches!(reader.recv(&mut sink), Ok(n) if n > 0) {}
+        }
+    }
+
     /// Queue a job from Rust (the fast path); a worker was claimed for it.
     pub fn put(&self, func: Py<PyAny>, args: Py<PyTuple>) {
         if let Some(sender) = &*self.lock_sender() {
@@ -187,7 +278,12 @@ impl Worker {
     /// the worker should leave (idle too long, or the pool closed).
     fn take(&self, py: Python<'_>) -> Option<Job> {
         if self.busy.swap(false, Ordering::AcqRel) {
-            self.shared.counts().idle += 1;
+            let mut counts = self.shared.counts();
+            let was_at_bound = self.shared.at_bound(&counts);
+            counts.idle += 1;
+            if was_at_bound {
+                self.shared.announce_free_slot();
+            }
         }
         loop {
             let shared = &self.shared;
@@ -220,7 +316,11 @@ impl Worker {
     fn exit(&self) {
         if self.busy.swap(false, Ordering::AcqRel) {
             let mut counts = self.shared.counts();
+            let was_at_bound = self.shared.at_bound(&counts);
             counts.workers = counts.workers.saturating_sub(1);
+            if was_at_bound {
+                self.shared.announce_free_slot();
+            }
         }
     }
 }
