@@ -341,7 +341,9 @@ fn get_buffer(obj: &Bound<'_, PyAny>, writable: bool) -> PyResult<PyUntypedBuffe
         )));
     }
     if !buf.is_c_contiguous() {
-        return Err(PyBufferError::new_err("underlying buffer is not C-contiguous"));
+        return Err(PyBufferError::new_err(
+            "underlying buffer is not C-contiguous",
+        ));
     }
     Ok(buf)
 }
@@ -511,7 +513,13 @@ impl<'py> Rd<'_, 'py> {
             // SAFETY: capacity for `want` more bytes was reserved above.
             let ptr = unsafe { out.as_mut_ptr().add(old) };
             let peeked = match self.raw_read(ptr, want, libc::MSG_PEEK)? {
-                Some(0) | None => break,
+                Some(0) => break,
+                // IOBase.readline over a non-blocking raw stream.
+                None => {
+                    return Err(PyOSError::new_err(
+                        "read() should have returned a bytes object, not 'NoneType'",
+                    ))
+                }
                 Some(n) => n.min(want),
             };
             // SAFETY: the kernel initialised `peeked` bytes at `ptr`.
@@ -641,9 +649,7 @@ impl<'py> Rd<'_, 'py> {
         if have > 0 {
             let n = have.min(len);
             // SAFETY: dst has room for len >= n bytes; the regions are distinct.
-            unsafe {
-                std::ptr::copy_nonoverlapping(self.st.buf.as_ptr().add(self.st.pos), dst, n)
-            };
+            unsafe { std::ptr::copy_nonoverlapping(self.st.buf.as_ptr().add(self.st.pos), dst, n) };
             self.st.pos += n;
             if have >= len {
                 return Ok(Some(len));
@@ -653,6 +659,8 @@ impl<'py> Rd<'_, 'py> {
         self.reset();
         while written < len {
             let remaining = len - written;
+            // As BufferedReader: readinto1 may still do one raw read after
+            // copying buffered bytes when the rest exceeds the buffer size.
             let n = if remaining > bufsize {
                 // SAFETY: written < len.
                 self.raw_read(unsafe { dst.add(written) }, remaining, 0)?
@@ -763,7 +771,11 @@ impl SocketReader {
 
     /// Read up to `size` bytes (all until EOF when negative or None).
     #[pyo3(signature = (size = None))]
-    fn read<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        size: Option<isize>,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let size = size_arg(size);
         if size < -1 {
             return Err(PyValueError::new_err(
@@ -867,9 +879,7 @@ impl SocketReader {
         self.with(py, |rd| {
             rd.sock()?;
             if rd.st.buf.is_empty() {
-                let want = usize::try_from(size)
-                    .unwrap_or(0)
-                    .max(DEFAULT_BUFFER_SIZE);
+                let want = usize::try_from(size).unwrap_or(0).max(DEFAULT_BUFFER_SIZE);
                 let mut out = Vec::new();
                 reserve(&mut out, want)?;
                 let got = rd
@@ -1023,7 +1033,12 @@ impl WriterState {
     }
 
     /// Sends everything pending (`BufferedWriter` flush).
-    fn flush_pending(&mut self, py: Python<'_>, sock: &Bound<'_, PyAny>, fd: RawFd) -> PyResult<()> {
+    fn flush_pending(
+        &mut self,
+        py: Python<'_>,
+        sock: &Bound<'_, PyAny>,
+        fd: RawFd,
+    ) -> PyResult<()> {
         while self.wpos < self.buf.len() {
             match send_once(py, sock, fd, &self.buf[self.wpos..])? {
                 Some(n) => self.wpos += n,
