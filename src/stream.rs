@@ -396,6 +396,14 @@ struct Rd<'a, 'py> {
 }
 
 impl<'py> Rd<'_, 'py> {
+    fn check_open(&self) -> PyResult<()> {
+        if self.st.sock.is_some() {
+            Ok(())
+        } else {
+            Err(closed_error(CLOSED_FILE))
+        }
+    }
+
     fn sock(&self) -> PyResult<Bound<'py, PyAny>> {
         match &self.st.sock {
             Some(sock) => Ok(sock.bind(self.py).clone()),
@@ -472,7 +480,7 @@ impl<'py> Rd<'_, 'py> {
     fn raw_read_n(&mut self, n: usize) -> PyResult<Option<Vec<u8>>> {
         let mut out = Vec::new();
         if n == 0 {
-            self.sock()?;
+            self.check_open()?;
             return Ok(Some(out));
         }
         Ok(self.raw_read_vec(&mut out, n)?.map(|_| out))
@@ -505,7 +513,7 @@ impl<'py> Rd<'_, 'py> {
                 None => DEFAULT_BUFFER_SIZE,
             };
             if want == 0 {
-                self.sock()?;
+                self.check_open()?;
                 break;
             }
             reserve(&mut out, want)?;
@@ -590,7 +598,7 @@ impl<'py> Rd<'_, 'py> {
     }
 
     fn readline(&mut self, limit: Option<usize>) -> PyResult<Bound<'py, PyBytes>> {
-        self.sock()?;
+        self.check_open()?;
         if self.st.buf.is_empty() {
             let line = self.raw_readline(limit)?;
             return Ok(PyBytes::new(self.py, &line));
@@ -636,7 +644,7 @@ impl<'py> Rd<'_, 'py> {
 
     /// `readinto` / `readinto1` into `len` bytes at `dst`.
     fn readinto(&mut self, dst: *mut u8, len: usize, one: bool) -> PyResult<Option<usize>> {
-        self.sock()?;
+        self.check_open()?;
         let bufsize = self.st.buf.len();
         if bufsize == 0 {
             if len == 0 {
@@ -783,7 +791,7 @@ impl SocketReader {
             ));
         }
         self.with(py, |rd| {
-            rd.sock()?;
+            rd.check_open()?;
             let data = if rd.st.buf.is_empty() {
                 if size < 0 {
                     rd.raw_readall(Vec::new())?
@@ -813,7 +821,7 @@ impl SocketReader {
         };
         let n = usize::try_from(size_arg(size)).unwrap_or(bufsize);
         self.with(py, |rd| {
-            rd.sock()?;
+            rd.check_open()?;
             if n == 0 {
                 return Ok(PyBytes::new(py, b""));
             }
@@ -877,9 +885,11 @@ impl SocketReader {
     #[pyo3(signature = (size = 0))]
     fn peek<'py>(&self, py: Python<'py>, size: isize) -> PyResult<Bound<'py, PyBytes>> {
         self.with(py, |rd| {
-            rd.sock()?;
+            rd.check_open()?;
             if rd.st.buf.is_empty() {
-                let want = usize::try_from(size).unwrap_or(0).max(DEFAULT_BUFFER_SIZE);
+                let want = usize::try_from(size)
+                    .unwrap_or(0)
+                    .clamp(DEFAULT_BUFFER_SIZE, 1 << 16);
                 let mut out = Vec::new();
                 reserve(&mut out, want)?;
                 let got = rd
