@@ -21,8 +21,8 @@ use pyo3::exceptions::{
 };
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::sync::MutexExt;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::sync::{MutexExt, PyOnceLock};
+use pyo3::types::{PyBytes, PyList, PyTuple, PyType};
 
 use crate::errors::{os_error, socket_timeout};
 
@@ -358,6 +358,15 @@ fn incref_socketios(py: Python<'_>, sock: &Bound<'_, PyAny>) -> PyResult<()> {
     let name = intern!(py, "_io_refs");
     let refs = sock.getattr(name)?;
     sock.setattr(name, refs.add(1)?)
+}
+
+/// `io.UnsupportedOperation(what)`.
+fn unsupported(py: Python<'_>, what: &str) -> PyErr {
+    static CLS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    match CLS.import(py, "io", "UnsupportedOperation") {
+        Ok(cls) => PyErr::from_type(cls.clone(), what.to_string()),
+        Err(err) => err,
+    }
 }
 
 fn size_arg(size: Option<isize>) -> isize {
@@ -988,13 +997,31 @@ impl SocketReader {
         self.check_open(CLOSED_FILE)
     }
 
+    /// Sockets are not seekable: `io.UnsupportedOperation`, as the io classes.
+    #[pyo3(signature = (*_args))]
+    fn seek(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
+        self.check_open(CLOSED_FILE)?;
+        Err(unsupported(py, "seek"))
+    }
+
+    fn tell(&self, py: Python<'_>) -> PyResult<()> {
+        self.check_open(CLOSED_FILE)?;
+        Err(unsupported(py, "seek"))
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn truncate(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
+        self.check_open(CLOSED_FILE)?;
+        Err(unsupported(py, "truncate"))
+    }
+
     fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
         slf.get().check_open(CLOSED_FILE)?;
         Ok(slf)
     }
 
     #[pyo3(signature = (*_args))]
-    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
         self.close(py)?;
         Ok(false)
     }
@@ -1254,13 +1281,31 @@ impl SocketWriter {
         Ok(false)
     }
 
+    /// Sockets are not seekable: `io.UnsupportedOperation`, as the io classes.
+    #[pyo3(signature = (*_args))]
+    fn seek(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
+        self.check_open(CLOSED_FILE)?;
+        Err(unsupported(py, "seek"))
+    }
+
+    fn tell(&self, py: Python<'_>) -> PyResult<()> {
+        self.check_open(CLOSED_FILE)?;
+        Err(unsupported(py, "seek"))
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn truncate(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
+        self.check_open(CLOSED_FILE)?;
+        Err(unsupported(py, "truncate"))
+    }
+
     fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
         slf.get().check_open(CLOSED_FILE)?;
         Ok(slf)
     }
 
     #[pyo3(signature = (*_args))]
-    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
         self.close(py)?;
         Ok(false)
     }

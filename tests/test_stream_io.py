@@ -781,3 +781,14 @@ def test_unbuffered_writer_is_not_buffered_io(wpair):
     assert isinstance(w, _core.SocketWriter)
     assert not isinstance(w, io.TextIOBase)
     w.close()
+
+
+@pytest.mark.parametrize("bufsize", [-1, 0])
+def test_not_seekable(twins, wpair, bufsize):
+    twin = twins(bufsize)
+    w = _core.SocketWriter(wpair[0], bufsize)
+    for f in (twin.std, twin.rs, w):
+        for op in (lambda f: f.tell(), lambda f: f.seek(0), lambda f: f.truncate()):
+            with pytest.raises(io.UnsupportedOperation):
+                op(f)
+    w.close()
