@@ -16,11 +16,6 @@ pub fn os_error(err: io::Error) -> PyErr {
     }
 }
 
-/// The error of the last failed libc call.
-pub fn last_os_error() -> PyErr {
-    os_error(io::Error::last_os_error())
-}
-
 /// The message `strerror(code)` gives, without Rust's " (os error N)" suffix.
 fn strerror(code: i32) -> String {
     let text = io::Error::from_raw_os_error(code).to_string();

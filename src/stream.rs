@@ -148,7 +148,7 @@ where
     loop {
         let how = *wait;
         let op = &op;
-        let step = py.detach(move || match how {
+        let step = crate::detach::detach(py, move || match how {
             Wait::Unknown | Wait::NonBlocking => op(libc::MSG_DONTWAIT),
             Wait::Forever => match op(0) {
                 // Only when the descriptor itself is non-blocking.

@@ -15,7 +15,6 @@ import threading
 import time
 
 import pytest
-
 from socketserver_rs import _core
 
 BUFSIZES = [-1, 0, 1, 5, 64, 8192]
@@ -300,7 +299,13 @@ def test_reset_error_is_connection_reset(twins, bufsize):
 @pytest.mark.parametrize("bufsize", BUFSIZES)
 @pytest.mark.parametrize(
     "op",
-    [lambda f: f.read(10), lambda f: f.read(), lambda f: f.readline(), into(10), lambda f: f.peek()],
+    [
+        lambda f: f.read(10),
+        lambda f: f.read(),
+        lambda f: f.readline(),
+        into(10),
+        lambda f: f.peek(),
+    ],
     ids=["read", "readall", "readline", "readinto", "peek"],
 )
 def test_timeout(twins, bufsize, op):
