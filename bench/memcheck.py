@@ -35,7 +35,10 @@ def core_errors(xml_path):
             continue  # leaks at exit: the interpreter never frees everything
         if any("_core" in (frame.findtext("obj") or "") for frame in frames):
             what = error.findtext("kind"), error.findtext("what") or error.findtext("xwhat/text")
-            where = [f"{f.findtext('fn')} ({f.findtext('file')}:{f.findtext('line')})" for f in frames]
+            where = [
+                f"{frame.findtext('fn')} ({frame.findtext('file')}:{frame.findtext('line')})"
+                for frame in frames
+            ]
             found.append(f"{what[0]}: {what[1]}\n    " + "\n    ".join(where))
     return found
 
