@@ -122,6 +122,9 @@ impl FastPath {
             Arrival::Stream { .. } => Vec::new(),
         };
         for taken in 0..BATCH {
+            if pool.is_full() {
+                break;
+            }
             if taken > 0
                 && (self.serve_loop.get().is_shutdown_requested() || !readable_now(self.fd))
             {
@@ -134,7 +137,8 @@ impl FastPath {
             let Some((request, address)) = request else {
                 break;
             };
-            if pool.needs_worker() {
+            // Not at the bound (checked above, and only this thread claims).
+            if pool.try_claim() != Some(false) {
                 return Ok(Some((request, address)));
             }
             let args = PyTuple::new(py, [server.clone(), request, address])?;
@@ -148,8 +152,14 @@ impl FastPath {
     fn accept_one<'py>(&self, py: Python<'py>) -> PyResult<Option<Request<'py>>> {
         let fd = self.fd;
         let nodelay = matches!(self.arrival, Arrival::Stream { nodelay: true });
-        let Ok((conn, address)) = detach(py, || accept(fd, nodelay)) else {
-            return Ok(None);
+        let (conn, address) = match detach(py, || accept(fd, nodelay)) {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                self.serve_loop
+                    .get()
+                    .accept_failed(py, err.raw_os_error().unwrap_or(0))?;
+                return Ok(None);
+            }
         };
         let request = wrap_socket(self.socket_class.bind(py), self.socket_kind.bind(py), conn)?;
         match address_to_py(py, &address) {

@@ -145,8 +145,9 @@ class BaseServer:
             actions = self.service_actions if self._has_service_actions() else None
             fd = self.fileno()
             wait = loop.wait
+            pool = self._bounded_pool()
             while True:
-                ready = wait(fd, poll_interval)
+                ready = wait(fd, poll_interval, pool)
                 if ready is None:
                     break
                 if ready:
@@ -197,7 +198,9 @@ class BaseServer:
         """
         try:
             request, client_address = self.get_request()
-        except OSError:
+        except OSError as err:
+            # Out of descriptors, the loop backs off instead of spinning.
+            self._serve_loop().accept_failed(err.errno or 0)
             return
         if self.verify_request(request, client_address):
             try:
@@ -270,6 +273,10 @@ class BaseServer:
 
     def __exit__(self, *args):
         self.server_close()
+
+    def _bounded_pool(self):
+        # The worker pool the loop must not outrun (ThreadingMixIn.max_threads).
+        return None
 
     def _has_service_actions(self):
         return type(
