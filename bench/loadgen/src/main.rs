@@ -10,13 +10,14 @@
 //!   udp        N sockets, each sending a datagram and waiting for the echo
 //!   bulk       N connections streaming --size byte chunks and reading them back
 //!   idle       open N keep-alive connections (one echo each), print HELD,
-//!              hold them until standard input closes (or --hold seconds)
+//!              hold them until standard input closes (or --hold seconds);
+//!              gives up after 10 connections that got no echo within 2 s
 //!   burst      N simultaneous connects, each sending a line and reading the
 //!              reply; latency is from the common start to the reply
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -25,6 +26,16 @@ const WARMUP: u8 = 0;
 const MEASURE: u8 = 1;
 const DONE: u8 = 2;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Workers that have their connection up and answered once (or gave up).
+/// Warm-up starts when all are, so that slow first connects (a dropped SYN
+/// waits a second) do not fall into the measured window.
+static READY: AtomicUsize = AtomicUsize::new(0);
+const READY_WAIT: Duration = Duration::from_secs(5);
+
+fn ready() {
+    READY.fetch_add(1, Ordering::SeqCst);
+}
 
 struct Args {
     port: u16,
@@ -85,6 +96,8 @@ struct Tally {
     requests: u64,
     errors: u64,
     bytes: u64,
+    /// Connections that completed nothing in the measured window.
+    stalled: u64,
     latencies_ns: Vec<u64>,
 }
 
@@ -93,6 +106,7 @@ impl Tally {
         self.requests += other.requests;
         self.errors += other.errors;
         self.bytes += other.bytes;
+        self.stalled += other.stalled;
         self.latencies_ns.extend(other.latencies_ns);
     }
 }
@@ -129,6 +143,10 @@ where
             thread::spawn(move || work(i, &phase))
         })
         .collect();
+    let waiting = Instant::now();
+    while READY.load(Ordering::SeqCst) < args.conns && waiting.elapsed() < READY_WAIT {
+        thread::sleep(Duration::from_millis(5));
+    }
     thread::sleep(Duration::from_secs_f64(args.warmup));
     phase.store(MEASURE, Ordering::SeqCst);
     let start = Instant::now();
@@ -156,7 +174,7 @@ fn report(mut tally: Tally, secs: f64, extra: &str) {
     tally.latencies_ns.sort_unstable();
     let json = format!(
         "{{\"requests\":{},\"errors\":{},\"bytes\":{},\"secs\":{:.6},\"rps\":{:.1},\
-\"mib_per_s\":{:.2},\"p50_us\":{:.1},\"p99_us\":{:.1},\"max_us\":{:.1}{}}}",
+\"mib_per_s\":{:.2},\"p50_us\":{:.1},\"p99_us\":{:.1},\"max_us\":{:.1},\"stalled\":{}{}}}",
         tally.requests,
         tally.errors,
         tally.bytes,
@@ -166,6 +184,7 @@ fn report(mut tally: Tally, secs: f64, extra: &str) {
         percentile_us(&tally.latencies_ns, 50.0),
         percentile_us(&tally.latencies_ns, 99.0),
         tally.latencies_ns.last().copied().unwrap_or(0) as f64 / 1000.0,
+        tally.stalled,
         extra,
     );
     say(&format!("RESULT {json}"));
@@ -208,6 +227,7 @@ fn keepalive(args: &Args, addr: SocketAddr) {
         let mut tally = Tally::default();
         let mut reply = Vec::with_capacity(msg.len());
         stagger(i);
+        let mut announced = false;
         'reconnect: while phase.load(Ordering::Relaxed) != DONE {
             let Ok(mut writer) = connect(addr) else {
                 tally.errors += 1;
@@ -219,6 +239,10 @@ fn keepalive(args: &Args, addr: SocketAddr) {
                 let began = Instant::now();
                 let ok = round_trip(&mut writer, &mut reader, &msg, &mut reply).is_ok();
                 let ended = Instant::now();
+                if !announced {
+                    announced = true;
+                    ready();
+                }
                 match phase.load(Ordering::Relaxed) {
                     MEASURE if ok => {
                         tally.requests += 1;
@@ -233,6 +257,7 @@ fn keepalive(args: &Args, addr: SocketAddr) {
                 }
             }
         }
+        tally.stalled = u64::from(tally.requests == 0);
         tally
     });
     report(tally, secs, "");
@@ -243,6 +268,7 @@ fn connper(args: &Args, addr: SocketAddr) {
     let (tally, secs) = timed(args, move |_, phase| {
         let mut tally = Tally::default();
         let mut reply = Vec::with_capacity(msg.len());
+        ready();
         while phase.load(Ordering::Relaxed) != DONE {
             let began = Instant::now();
             let ok = connect(addr).and_then(|mut writer| {
@@ -277,6 +303,7 @@ fn udp(args: &Args, addr: SocketAddr) {
             .set_read_timeout(Some(Duration::from_millis(250)))
             .expect("set timeout");
         let mut buf = vec![0u8; 65536];
+        ready();
         while phase.load(Ordering::Relaxed) != DONE {
             let began = Instant::now();
             let ok = socket.send(&msg).and_then(|_| loop {
@@ -308,6 +335,7 @@ fn bulk(args: &Args, addr: SocketAddr) {
         stagger(i);
         let Ok(stream) = connect(addr) else {
             tally.errors += 1;
+            ready();
             return tally;
         };
         let mut writer = stream.try_clone().expect("clone socket");
@@ -322,8 +350,14 @@ fn bulk(args: &Args, addr: SocketAddr) {
         };
         let mut reader = stream;
         let mut buf = vec![0u8; 256 * 1024];
+        let mut announced = false;
         loop {
-            match reader.read(&mut buf) {
+            let read = reader.read(&mut buf);
+            if !announced {
+                announced = true;
+                ready();
+            }
+            match read {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     match phase.load(Ordering::Relaxed) {
@@ -341,6 +375,7 @@ fn bulk(args: &Args, addr: SocketAddr) {
         let _ = sender.join();
         tally.bytes = counted;
         tally.requests = tally.bytes / size as u64;
+        tally.stalled = u64::from(counted == 0);
         tally
     });
     report(tally, secs, &format!(",\"chunk\":{size}"));
@@ -354,6 +389,7 @@ fn idle(args: &Args, addr: SocketAddr) {
     let mut reply = Vec::new();
     for _ in 0..args.conns {
         let ok = connect(addr).and_then(|mut writer| {
+            writer.set_read_timeout(Some(Duration::from_secs(2)))?;
             let mut reader = BufReader::new(writer.try_clone()?);
             round_trip(&mut writer, &mut reader, &msg, &mut reply)?;
             Ok(writer)
@@ -361,6 +397,10 @@ fn idle(args: &Args, addr: SocketAddr) {
         match ok {
             Ok(stream) => held.push(stream),
             Err(_) => errors += 1,
+        }
+        // A server that leaves connections unanswered would take hours.
+        if errors >= 10 {
+            break;
         }
     }
     let secs = began.elapsed().as_secs_f64();
