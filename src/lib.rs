@@ -2,6 +2,7 @@
 
 use pyo3::prelude::*;
 
+mod detach;
 mod dispatch;
 mod errors;
 mod listener;

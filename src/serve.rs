@@ -1,6 +1,11 @@
-//! The serve loop: `serve_forever()` waits on the listening socket and a wake
-//! descriptor with the GIL released, so `shutdown()` takes effect at once,
-//! and checks for signals between slices of at most 100 ms.
+//! The waits of the serve loop: `serve_forever()` waits on the listening
+//! socket and a wake descriptor with the GIL released, so `shutdown()` takes
+//! effect at once, and checks for signals between slices of at most 100 ms.
+//!
+//! The loop itself is a few lines of Python around `wait()`: handlers must
+//! never run below a Rust frame, because before 3.14 CPython ends a daemon
+//! thread that re-enters a finalizing interpreter with a forced unwind, which
+//! aborts the process when it meets Rust frames (see `detach`).
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -10,11 +15,9 @@ use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
-use pyo3::intern;
 use pyo3::prelude::*;
 use socket2::{Domain, Socket, Type};
 
-use crate::dispatch::FastPath;
 use crate::errors::os_error;
 
 /// Longest stretch spent waiting without looking for signals.
@@ -56,43 +59,46 @@ impl ServeLoop {
         })
     }
 
-    /// Serve until `shutdown()`: the body of `BaseServer.serve_forever()`.
-    /// With `fast`, requests are accepted and dispatched here; without it,
-    /// `server._handle_request_noblock()` is called for each readiness.
-    #[pyo3(signature = (server, poll_interval, fast, service_actions))]
-    fn serve(
+    /// Register the calling thread as running `serve_forever()`.
+    fn enter(&self) {
+        self.lock_serving().push(std::thread::current().id());
+    }
+
+    /// Unregister the calling thread; once no thread serves, clear the
+    /// shutdown request (as the standard library's `finally:` does) and
+    /// release whoever waits in `shutdown()`.
+    fn leave(&self) {
+        let thread = std::thread::current().id();
+        let mut serving = self.lock_serving();
+        if let Some(at) = serving.iter().position(|&t| t == thread) {
+            serving.swap_remove(at);
+        }
+        if serving.is_empty() {
+            self.shutdown_requested.store(false, Ordering::Release);
+            self.drain_wakes();
+        }
+        self.stopped.notify_all();
+    }
+
+    /// One wait of the serve loop: True when `fd` is readable, False when
+    /// `poll_interval` passed, None once shutdown is requested. The GIL is
+    /// released meanwhile and signal handlers run every 100 ms at most.
+    #[pyo3(signature = (fd, poll_interval))]
+    fn wait(
         &self,
         py: Python<'_>,
-        server: &Bound<'_, PyAny>,
+        fd: RawFd,
         poll_interval: Option<f64>,
-        fast: Option<&Bound<'_, FastPath>>,
-        service_actions: bool,
-    ) -> PyResult<()> {
-        let _serving = ServingGuard::enter(self);
+    ) -> PyResult<Option<bool>> {
         if self.shutdown_requested.load(Ordering::Acquire) {
-            return Ok(());
+            return Ok(None);
         }
-        let fd: RawFd = server.call_method0(intern!(py, "fileno"))?.extract()?;
         let interval = poll_interval.map(|secs| Duration::from_secs_f64(secs.max(0.0)));
-        loop {
-            let ready = self.wait(py, fd, interval, true)? == Wait::Ready;
-            if self.shutdown_requested.load(Ordering::Acquire) {
-                return Ok(());
-            }
-            if ready {
-                match fast {
-                    Some(fast) => fast
-                        .get()
-                        .dispatch(py, server, fd, &self.shutdown_requested)?,
-                    None => {
-                        server.call_method0(intern!(py, "_handle_request_noblock"))?;
-                    }
-                }
-            }
-            if service_actions {
-                server.call_method0(intern!(py, "service_actions"))?;
-            }
+        let outcome = self.wait_for(py, fd, interval, true)?;
+        if self.shutdown_requested.load(Ordering::Acquire) {
+            return Ok(None);
         }
+        Ok(Some(outcome == Wait::Ready))
     }
 
     /// Ask `serve_forever()` to stop and wait until it has. Returns at once
@@ -107,7 +113,7 @@ impl ServeLoop {
         }
         self.request_shutdown(true);
         loop {
-            let stopped = py.detach(|| {
+            let stopped = crate::detach::detach(py, || {
                 let serving = self.lock_serving();
                 let (serving, _) = self
                     .stopped
@@ -147,11 +153,15 @@ impl ServeLoop {
     #[pyo3(signature = (fd, timeout))]
     fn wait_readable(&self, py: Python<'_>, fd: RawFd, timeout: Option<f64>) -> PyResult<bool> {
         let timeout = timeout.map(|secs| Duration::from_secs_f64(secs.max(0.0)));
-        Ok(self.wait(py, fd, timeout, false)? == Wait::Ready)
+        Ok(self.wait_for(py, fd, timeout, false)? == Wait::Ready)
     }
 }
 
 impl ServeLoop {
+    pub fn is_shutdown_requested(&self) -> bool {
+        self.shutdown_requested.load(Ordering::Acquire)
+    }
+
     fn lock_serving(&self) -> MutexGuard<'_, Vec<ThreadId>> {
         self.serving
             .lock()
@@ -160,7 +170,7 @@ impl ServeLoop {
 
     /// Wait for `fd` (and, if `wakeable`, for a shutdown request) in slices
     /// of at most `SIGNAL_SLICE`, running signal handlers between them.
-    fn wait(
+    fn wait_for(
         &self,
         py: Python<'_>,
         fd: RawFd,
@@ -180,7 +190,7 @@ impl ServeLoop {
                     .min(SIGNAL_SLICE),
                 None => SIGNAL_SLICE,
             };
-            match py.detach(|| poll_two(fd, wake_fd, slice)) {
+            match crate::detach::detach(py, || poll_two(fd, wake_fd, slice)) {
                 Ok((listener, woken)) => {
                     if woken {
                         self.drain_wakes();
@@ -241,38 +251,6 @@ fn poll_two(fd: RawFd, wake_fd: RawFd, timeout: Duration) -> io::Result<(libc::c
 /// Whether `fd` is readable right now.
 pub fn readable_now(fd: RawFd) -> bool {
     matches!(poll_two(fd, -1, Duration::ZERO), Ok((revents, _)) if revents & libc::POLLIN != 0)
-}
-
-/// Registers the current thread as serving; on leaving, clears the shutdown
-/// request once the last serving thread is gone (as the standard library's
-/// `finally:` does) and wakes whoever waits in `shutdown()`.
-struct ServingGuard<'a> {
-    owner: &'a ServeLoop,
-    thread: ThreadId,
-}
-
-impl<'a> ServingGuard<'a> {
-    fn enter(owner: &'a ServeLoop) -> Self {
-        let thread = std::thread::current().id();
-        owner.lock_serving().push(thread);
-        Self { owner, thread }
-    }
-}
-
-impl Drop for ServingGuard<'_> {
-    fn drop(&mut self) {
-        let mut serving = self.owner.lock_serving();
-        if let Some(at) = serving.iter().position(|&t| t == self.thread) {
-            serving.swap_remove(at);
-        }
-        if serving.is_empty() {
-            self.owner
-                .shutdown_requested
-                .store(false, Ordering::Release);
-            self.owner.drain_wakes();
-        }
-        self.owner.stopped.notify_all();
-    }
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -1,5 +1,6 @@
 """ThreadingMixIn (on the core's worker pool) and ForkingMixIn."""
 
+import itertools
 import os
 import threading
 import weakref
@@ -114,6 +115,7 @@ class _WorkerThreads:
 
 _pool_lock = threading.Lock()
 _live_pools = weakref.WeakSet()
+_worker_numbers = itertools.count(1)
 
 
 def _close_live_pools():
@@ -124,6 +126,25 @@ def _close_live_pools():
 
 
 threading._register_atexit(_close_live_pools)
+
+
+def _work(worker):
+    """Body of a worker thread. A job that raises ends the worker, and the
+    exception goes to threading.excepthook, as it would end the request's
+    own thread in the standard library."""
+    try:
+        while _run(worker.take()):
+            pass
+    finally:
+        worker.exit()
+
+
+def _run(job):
+    if job is None:
+        return False
+    func, args = job
+    func(*args)
+    return True
 
 
 class ThreadingMixIn:
@@ -156,7 +177,22 @@ class ThreadingMixIn:
 
     def process_request(self, request, client_address):
         """Run process_request_thread() on a worker thread."""
-        self._worker_pool().submit(self.process_request_thread, (request, client_address))
+        pool = self._worker_pool()
+        if pool.needs_worker():
+            self._start_worker(pool)
+        pool.submit(self.process_request_thread, (request, client_address))
+
+    def server_close(self):
+        super().server_close()
+        pool = self.__dict__.pop("_ThreadingMixIn__pool", None)
+        if pool is None:
+            return
+        pool.close()
+        if self.block_on_close and not self.daemon_threads:
+            current = threading.current_thread()
+            for thread in pool.threads():
+                if thread is not current:
+                    thread.join()
 
     def _worker_pool(self):
         pool = self.__dict__.get("_ThreadingMixIn__pool")
@@ -164,17 +200,38 @@ class ThreadingMixIn:
             with _pool_lock:
                 pool = self.__dict__.get("_ThreadingMixIn__pool")
                 if pool is None:
-                    pool = _core.WorkerPool(bool(self.daemon_threads), type(self).__name__)
-                    self.__pool = pool
+                    pool = self.__pool = _core.WorkerPool()
                     _live_pools.add(pool)
         return pool
 
-    def server_close(self):
-        super().server_close()
-        pool = self.__dict__.pop("_ThreadingMixIn__pool", None)
-        if pool is None:
+    def _start_worker(self, pool):
+        # The pool has counted this worker: start it, or uncount it.
+        try:
+            thread = threading.Thread(
+                target=_work,
+                args=(pool.worker(),),
+                name=f"{type(self).__name__}-worker-{next(_worker_numbers)}",
+                daemon=bool(self.daemon_threads),
+            )
+            pool.add_thread(thread)
+            thread.start()
+        except BaseException:
+            pool.cancel_worker()
+            raise
+
+    def _dispatch_fast(self, fast, runner):
+        # The fast path's process_request(): the core queues the waiting
+        # requests and hands back one that needs a new worker first.
+        pending = fast.dispatch(self)
+        if pending is None:
             return
-        if self.block_on_close and not self.daemon_threads:
-            pool.join()
-        else:
-            pool.close()
+        pool = self._worker_pool()
+        try:
+            self._start_worker(pool)
+        except Exception:
+            # As a failed thread start in process_request() would end.
+            request, client_address = pending
+            self.handle_error(request, client_address)
+            self.shutdown_request(request)
+            return
+        pool.submit(runner, (self, *pending))

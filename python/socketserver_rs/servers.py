@@ -8,6 +8,7 @@ is overridden, the whole per-request path run in the Rust core.
 import socket
 import sys
 import threading
+from functools import partial
 
 from socketserver_rs import _core
 from socketserver_rs.mixins import ThreadingMixIn
@@ -118,13 +119,24 @@ class BaseServer:
         loop = self._serve_loop()
         is_shut_down = self.__dict__["_BaseServer__is_shut_down"]
         is_shut_down.clear()
+        loop.enter()
         try:
             if loop.shutdown_requested:
-                fast_path = None
-            else:
-                fast_path = self._fast_path()
-            loop.serve(self, poll_interval, fast_path, self._has_service_actions())
+                return
+            handle = self._request_taker(loop)
+            actions = self.service_actions if self._has_service_actions() else None
+            fd = self.fileno()
+            wait = loop.wait
+            while True:
+                ready = wait(fd, poll_interval)
+                if ready is None:
+                    break
+                if ready:
+                    handle()
+                if actions is not None:
+                    actions()
         finally:
+            loop.leave()
             is_shut_down.set()
 
     def shutdown(self):
@@ -246,10 +258,39 @@ class BaseServer:
             self
         ).service_actions is not BaseServer.service_actions or "service_actions" in vars(self)
 
-    def _fast_path(self):
-        """The core's dispatcher when every request hook is the standard one
-        and the socket a plain socket.socket, else None (then the loop calls
-        _handle_request_noblock() and the hooks, exactly as written)."""
+    def _request_taker(self, loop):
+        """What the loop calls when the socket is readable: the core's fast
+        path when every request hook is the standard one and the socket a
+        plain socket.socket, else _handle_request_noblock() and the hooks,
+        exactly as written."""
+        fast = self._fast_path(loop)
+        if fast is None:
+            return self._handle_request_noblock
+        core, stream = fast
+        if isinstance(self, ThreadingMixIn):
+            runner = _serve_stream_in_worker if stream else _serve_datagram_in_worker
+            return partial(self._dispatch_fast, core, runner)
+        end_request = _end_stream_request if stream else _end_datagram_request
+        return partial(self._handle_fast, core.take, end_request)
+
+    def _handle_fast(self, take, end_request):
+        # _handle_request_noblock() with the standard hooks inlined.
+        taken = take()
+        if taken is None:
+            return
+        request, client_address = taken
+        try:
+            self.RequestHandlerClass(request, client_address, self)
+        except Exception:
+            self.handle_error(request, client_address)
+            end_request(request)
+        except:  # noqa: E722 -- the standard library's exact semantics
+            end_request(request)
+            raise
+        else:
+            end_request(request)
+
+    def _fast_path(self, loop):
         sock = getattr(self, "socket", None)
         if type(sock) is not socket.socket or sock.family not in _FAST_FAMILIES:
             return None
@@ -270,8 +311,45 @@ class BaseServer:
         max_packet_size = getattr(self, "max_packet_size", 0)
         if type(max_packet_size) is not int or max_packet_size < 0:
             return None
-        pool = self._worker_pool() if threaded else None
-        return _core.FastPath(sock, sock.type == socket.SOCK_STREAM, max_packet_size, pool)
+        stream = sock.type == socket.SOCK_STREAM
+        pool = runner = None
+        if threaded:
+            pool = self._worker_pool()
+            runner = _serve_stream_in_worker if stream else _serve_datagram_in_worker
+        core = _core.FastPath(sock, stream, max_packet_size, loop, pool, runner)
+        return core, stream
+
+
+def _end_stream_request(request):
+    # TCPServer.shutdown_request() + close_request()
+    try:
+        request.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    request.close()
+
+
+def _end_datagram_request(request):
+    # UDPServer.shutdown_request(): nothing to do.
+    pass
+
+
+def _serve_stream_in_worker(server, request, client_address):
+    # ThreadingMixIn.process_request_thread() with the standard hooks inlined.
+    try:
+        server.RequestHandlerClass(request, client_address, server)
+    except Exception:
+        server.handle_error(request, client_address)
+    finally:
+        _end_stream_request(request)
+
+
+def _serve_datagram_in_worker(server, request, client_address):
+    # The same for a datagram, whose shutdown_request() does nothing.
+    try:
+        server.RequestHandlerClass(request, client_address, server)
+    except Exception:
+        server.handle_error(request, client_address)
 
 
 class TCPServer(BaseServer):
@@ -458,4 +536,5 @@ _THREADED_HOOKS = {
     "process_request": ThreadingMixIn.process_request,
     "process_request_thread": ThreadingMixIn.process_request_thread,
     "_worker_pool": ThreadingMixIn._worker_pool,
+    "_dispatch_fast": ThreadingMixIn._dispatch_fast,
 }
