@@ -17,6 +17,7 @@ from conftest import (
     assert_path,
     echo_handler,
     faithful,
+    fast_path_of,
     hooked,
     is_stream,
     on_path,
@@ -74,9 +75,9 @@ def test_serves_echo_requests_on_the_fast_path(name, runner, unix_path, unix_cli
     )
     if name.startswith("Forking"):
         # ForkingMixIn overrides process_request(): there is no fast path.
-        assert server._fast_path() is None
+        assert fast_path_of(server) is None
     else:
-        assert server._fast_path() is not None
+        assert fast_path_of(server) is not None
     runner.start(server)
     for i in range(3):
         reply = request(server, b"echo %d\n" % i, client_bind(cls, unix_client_path, i))
@@ -93,7 +94,7 @@ def trace_hooks(mod, name, mode, tmp_path):
     replies = []
     try:
         if mod is socketserver_rs:
-            assert server._fast_path() is None
+            assert fast_path_of(server) is None
         serving = None
         if mode == "serve_forever":
             serving = Serving(server, 0.05)
@@ -562,7 +563,7 @@ def test_stdlib_threading_mixin_with_our_tcp_server(runner):
         pass
 
     server = runner.track(Server(("127.0.0.1", 0), Handler))
-    assert server._fast_path() is None
+    assert fast_path_of(server) is None
     serving = runner.start(server)
     replies = []
     clients = [
@@ -594,7 +595,7 @@ def test_user_mixin_overriding_process_request_is_honoured(name, runner):
 
     cls = type("Server", (Recording, getattr(socketserver_rs, name)), {})
     server = runner.track(cls(("127.0.0.1", 0), echo_handler(socketserver_rs, is_stream(cls))))
-    assert server._fast_path() is None
+    assert fast_path_of(server) is None
     runner.start(server)
     assert request(server, b"mixed\n") == b"MIXED\n"
     assert len(calls) == 1 and calls[0][0] == "127.0.0.1"
@@ -610,7 +611,7 @@ def test_instance_attribute_hook_is_honoured(ssmod, runner):
     server = runner.track(ssmod.TCPServer(("127.0.0.1", 0), Handler))
     server.verify_request = lambda request, client_address: False
     if ssmod is socketserver_rs:
-        assert server._fast_path() is None
+        assert fast_path_of(server) is None
     runner.start(server)
     assert stream_request(server.server_address, b"x") == b""
     assert handled == []
@@ -621,7 +622,7 @@ def test_faithful_helper_really_leaves_the_fast_path():
         ("127.0.0.1", 0), socketserver_rs.BaseRequestHandler
     )
     with server:
-        assert server._fast_path() is None
+        assert fast_path_of(server) is None
     server = socketserver_rs.TCPServer(("127.0.0.1", 0), socketserver_rs.BaseRequestHandler)
     with server:
-        assert server._fast_path() is not None
+        assert fast_path_of(server) is not None
