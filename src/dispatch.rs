@@ -19,8 +19,13 @@ const BATCH: usize = 64;
 
 /// How requests arrive on the server socket.
 enum Arrival {
-    Stream,
-    Datagram { max_packet_size: usize },
+    /// Connections; `nodelay`: TCP, which gets TCP_NODELAY.
+    Stream {
+        nodelay: bool,
+    },
+    Datagram {
+        max_packet_size: usize,
+    },
 }
 
 /// A request and its client address, as `get_request()` returns them.
@@ -67,8 +72,10 @@ impl FastPath {
             ],
         )?
         .unbind();
+        let family: i32 = socket.getattr(intern!(py, "family"))?.extract()?;
+        let nodelay = family == libc::AF_INET || family == libc::AF_INET6;
         let arrival = if stream {
-            Arrival::Stream
+            Arrival::Stream { nodelay }
         } else {
             Arrival::Datagram { max_packet_size }
         };
@@ -88,7 +95,7 @@ impl FastPath {
     /// none could be taken (the standard library ignores an OSError there).
     fn take<'py>(&self, py: Python<'py>) -> PyResult<Option<Request<'py>>> {
         match self.arrival {
-            Arrival::Stream => self.accept_one(py),
+            Arrival::Stream { .. } => self.accept_one(py),
             Arrival::Datagram { max_packet_size } => {
                 let mut buffer = vec![MaybeUninit::<u8>::uninit(); max_packet_size];
                 self.receive_one(py, &mut buffer)
@@ -112,22 +119,26 @@ impl FastPath {
             Arrival::Datagram { max_packet_size } => {
                 vec![MaybeUninit::<u8>::uninit(); max_packet_size]
             }
-            Arrival::Stream => Vec::new(),
+            Arrival::Stream { .. } => Vec::new(),
         };
         for taken in 0..BATCH {
+            if pool.is_full() {
+                break;
+            }
             if taken > 0
                 && (self.serve_loop.get().is_shutdown_requested() || !readable_now(self.fd))
             {
                 break;
             }
             let request = match self.arrival {
-                Arrival::Stream => self.accept_one(py)?,
+                Arrival::Stream { .. } => self.accept_one(py)?,
                 Arrival::Datagram { .. } => self.receive_one(py, &mut buffer)?,
             };
             let Some((request, address)) = request else {
                 break;
             };
-            if pool.needs_worker() {
+            // Not at the bound (checked above, and only this thread claims).
+            if pool.try_claim() != Some(false) {
                 return Ok(Some((request, address)));
             }
             let args = PyTuple::new(py, [server.clone(), request, address])?;
@@ -140,8 +151,15 @@ impl FastPath {
 impl FastPath {
     fn accept_one<'py>(&self, py: Python<'py>) -> PyResult<Option<Request<'py>>> {
         let fd = self.fd;
-        let Ok((conn, address)) = detach(py, || accept(fd)) else {
-            return Ok(None);
+        let nodelay = matches!(self.arrival, Arrival::Stream { nodelay: true });
+        let (conn, address) = match detach(py, || accept(fd, nodelay)) {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                self.serve_loop
+                    .get()
+                    .accept_failed(py, err.raw_os_error().unwrap_or(0))?;
+                return Ok(None);
+            }
         };
         let request = wrap_socket(self.socket_class.bind(py), self.socket_kind.bind(py), conn)?;
         match address_to_py(py, &address) {

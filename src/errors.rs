@@ -16,11 +16,6 @@ pub fn os_error(err: io::Error) -> PyErr {
     }
 }
 
-/// The error of the last failed libc call.
-pub fn last_os_error() -> PyErr {
-    os_error(io::Error::last_os_error())
-}
-
 /// The message `strerror(code)` gives, without Rust's " (os error N)" suffix.
 fn strerror(code: i32) -> String {
     let text = io::Error::from_raw_os_error(code).to_string();
@@ -36,5 +31,16 @@ pub fn socket_timeout(py: Python<'_>) -> PyErr {
     match TIMEOUT.import(py, "socket", "timeout") {
         Ok(cls) => PyErr::from_type(cls.clone(), "timed out"),
         Err(err) => err,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strerror;
+
+    #[test]
+    fn strerror_is_the_plain_message() {
+        assert_eq!(strerror(libc::ECONNRESET), "Connection reset by peer");
+        assert!(!strerror(libc::EBADF).contains("os error"));
     }
 }

@@ -19,9 +19,33 @@ use pyo3::prelude::*;
 use socket2::{Domain, Socket, Type};
 
 use crate::errors::os_error;
+use crate::pool::WorkerPool;
 
 /// Longest stretch spent waiting without looking for signals.
 const SIGNAL_SLICE: Duration = Duration::from_millis(100);
+
+/// Pauses after accept() ran out of descriptors or memory: the first, and
+/// the longest, so that an exhausted server neither spins nor takes long to
+/// notice that descriptors are free again.
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+const LONGEST_BACKOFF: Duration = Duration::from_millis(100);
+
+/// accept() failures that mean "out of resources", which the listener stays
+/// readable through, so retrying at once would spin.
+pub fn is_resource_exhaustion(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM
+    )
+}
+
+/// The state of backing off after resource exhaustion.
+#[derive(Default)]
+struct Backoff {
+    delay: Duration,
+    failures: u64,
+    failed_since_last_wait: bool,
+}
 
 /// What a wait ended with.
 #[derive(PartialEq)]
@@ -40,6 +64,7 @@ pub struct ServeLoop {
     stopped: Condvar,
     wake_read: Socket,
     wake_write: Socket,
+    backoff: Mutex<Backoff>,
 }
 
 #[pymethods]
@@ -56,6 +81,7 @@ impl ServeLoop {
             stopped: Condvar::new(),
             wake_read,
             wake_write,
+            backoff: Mutex::new(Backoff::default()),
         })
     }
 
@@ -83,22 +109,66 @@ impl ServeLoop {
     /// One wait of the serve loop: True when `fd` is readable, False when
     /// `poll_interval` passed, None once shutdown is requested. The GIL is
     /// released meanwhile and signal handlers run every 100 ms at most.
-    #[pyo3(signature = (fd, poll_interval))]
+    /// After accept() ran out of resources it first pauses; while `pool` is
+    /// at its bound it waits for a free worker instead of the listener, so
+    /// that waiting clients stay in the kernel's backlog.
+    #[pyo3(signature = (fd, poll_interval, pool = None))]
     fn wait(
         &self,
         py: Python<'_>,
         fd: RawFd,
         poll_interval: Option<f64>,
+        pool: Option<&Bound<'_, WorkerPool>>,
     ) -> PyResult<Option<bool>> {
-        if self.shutdown_requested.load(Ordering::Acquire) {
+        if self.is_shutdown_requested() {
             return Ok(None);
         }
         let interval = poll_interval.map(|secs| Duration::from_secs_f64(secs.max(0.0)));
-        let outcome = self.wait_for(py, fd, interval, true)?;
-        if self.shutdown_requested.load(Ordering::Acquire) {
+        if let Some(pause) = self.next_backoff(py)? {
+            if self.wait_for(py, -1, Some(pause), true)? == Wait::Woken {
+                return Ok(None);
+            }
+        }
+        let outcome = match pool.map(Bound::get).filter(|pool| pool.is_full()) {
+            Some(pool) => {
+                if self.wait_for(py, pool.free_slot_fd(), interval, true)? == Wait::Ready {
+                    pool.drain_free_slots();
+                }
+                Wait::TimedOut
+            }
+            None => self.wait_for(py, fd, interval, true)?,
+        };
+        if self.is_shutdown_requested() {
             return Ok(None);
         }
         Ok(Some(outcome == Wait::Ready))
+    }
+
+    /// Report an accept() failure; out of descriptors or memory, the loop
+    /// backs off and says so once through the `socketserver_rs` logger.
+    pub fn accept_failed(&self, py: Python<'_>, errno: i32) -> PyResult<()> {
+        if !is_resource_exhaustion(errno) {
+            return Ok(());
+        }
+        let first = {
+            let mut backoff = self.lock_backoff();
+            backoff.failures += 1;
+            backoff.failed_since_last_wait = true;
+            backoff.failures == 1
+        };
+        if first {
+            let reason = io::Error::from_raw_os_error(errno);
+            log(
+                py,
+                "warning",
+                format!(
+                    "accept() failed ({reason}); pausing accepts, retrying every {} ms at most, \
+                     until resources are free",
+                    LONGEST_BACKOFF.as_millis()
+                ),
+            )?;
+        }
+        Ok(())
     }
 
     /// Ask `serve_forever()` to stop and wait until it has. Returns at once
@@ -158,6 +228,37 @@ impl ServeLoop {
 }
 
 impl ServeLoop {
+    /// The pause due before the next wait, if accept() failed for lack of
+    /// resources since the last one; logs the recovery once it stops failing.
+    fn next_backoff(&self, py: Python<'_>) -> PyResult<Option<Duration>> {
+        let recovered_after = {
+            let mut backoff = self.lock_backoff();
+            if backoff.failed_since_last_wait {
+                backoff.failed_since_last_wait = false;
+                backoff.delay = (backoff.delay * 2).clamp(FIRST_BACKOFF, LONGEST_BACKOFF);
+                return Ok(Some(backoff.delay));
+            }
+            if backoff.failures == 0 {
+                return Ok(None);
+            }
+            let failures = backoff.failures;
+            *backoff = Backoff::default();
+            failures
+        };
+        log(
+            py,
+            "info",
+            format!("accepting again after {recovered_after} failed accept() calls"),
+        )?;
+        Ok(None)
+    }
+
+    fn lock_backoff(&self) -> MutexGuard<'_, Backoff> {
+        self.backoff
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
     pub fn is_shutdown_requested(&self) -> bool {
         self.shutdown_requested.load(Ordering::Acquire)
     }
@@ -224,6 +325,15 @@ impl ServeLoop {
     }
 }
 
+/// A message through the `socketserver_rs` logger at `level`.
+fn log(py: Python<'_>, level: &str, message: String) -> PyResult<()> {
+    let logger = py
+        .import("logging")?
+        .call_method1("getLogger", ("socketserver_rs",))?;
+    logger.call_method1(level, (message,))?;
+    Ok(())
+}
+
 /// poll(2) on the listener and the wake descriptor (-1: none); the listener's
 /// revents and whether a wake-up arrived.
 fn poll_two(fd: RawFd, wake_fd: RawFd, timeout: Duration) -> io::Result<(libc::c_short, bool)> {
@@ -255,4 +365,46 @@ pub fn readable_now(fd: RawFd) -> bool {
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ServeLoop>()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use socket2::{Domain, Socket, Type};
+
+    use super::{is_resource_exhaustion, poll_two, readable_now};
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn poll_reports_the_listener_and_the_wake_descriptor_apart() {
+        let (a, b) = Socket::pair(Domain::UNIX, Type::STREAM, None).unwrap();
+        let (wake_read, wake_write) = Socket::pair(Domain::UNIX, Type::STREAM, None).unwrap();
+        let (listener, woken) =
+            poll_two(a.as_raw_fd(), wake_read.as_raw_fd(), Duration::ZERO).unwrap();
+        assert_eq!((listener, woken), (0, false));
+        wake_write.send(&[1]).unwrap();
+        let (listener, woken) =
+            poll_two(a.as_raw_fd(), wake_read.as_raw_fd(), Duration::ZERO).unwrap();
+        assert_eq!((listener, woken), (0, true));
+        b.send(b"x").unwrap();
+        assert!(readable_now(a.as_raw_fd()));
+    }
+
+    #[test]
+    fn poll_waits_out_its_timeout() {
+        let (a, _b) = Socket::pair(Domain::UNIX, Type::STREAM, None).unwrap();
+        let started = Instant::now();
+        let (listener, woken) = poll_two(a.as_raw_fd(), -1, Duration::from_millis(30)).unwrap();
+        assert_eq!((listener, woken), (0, false));
+        assert!(started.elapsed() >= Duration::from_millis(25));
+    }
+
+    #[test]
+    fn only_resource_errors_back_off() {
+        assert!(is_resource_exhaustion(libc::EMFILE));
+        assert!(is_resource_exhaustion(libc::ENFILE));
+        assert!(!is_resource_exhaustion(libc::ECONNABORTED));
+        assert!(!is_resource_exhaustion(libc::EAGAIN));
+    }
 }

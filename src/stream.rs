@@ -1,7 +1,1341 @@
 //! rfile / wfile objects over a connection.
+//!
+//! `SocketReader` behaves like `sock.makefile('rb', bufsize)` (a
+//! `BufferedReader` over `socket.SocketIO`, or the bare `SocketIO` when
+//! `bufsize` is 0) and `SocketWriter` like `socketserver._SocketWriter`
+//! (`bufsize` 0) or `sock.makefile('wb', bufsize)`.  All blocking system
+//! calls run with the interpreter released; socket timeouts are honoured the
+//! way the `socket` module does it (poll up to the timeout, then raise
+//! `socket.timeout`).
 
+use std::io;
+use std::os::raw::c_int;
+use std::os::unix::io::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use pyo3::buffer::PyUntypedBuffer;
+use pyo3::exceptions::{
+    PyBufferError, PyMemoryError, PyOSError, PyRuntimeError, PyTypeError, PyValueError,
+};
+use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::{MutexExt, PyOnceLock};
+use pyo3::types::{PyBytes, PyList, PyTuple, PyType};
 
-pub fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+use crate::errors::{os_error, socket_timeout};
+
+/// `io.DEFAULT_BUFFER_SIZE`.
+const DEFAULT_BUFFER_SIZE: usize = 8192;
+
+// ---------------------------------------------------------------------------
+// System calls
+// ---------------------------------------------------------------------------
+
+/// Outcome of one system call (or one wait-then-call round).
+enum Step {
+    Done(usize),
+    Again,
+    Intr,
+    TimedOut,
+    Fail(io::Error),
+}
+
+fn step_of(ret: isize) -> Step {
+    if ret >= 0 {
+        return Step::Done(ret as usize);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EINTR) => Step::Intr,
+        Some(code) if code == libc::EAGAIN || code == libc::EWOULDBLOCK => Step::Again,
+        _ => Step::Fail(err),
+    }
+}
+
+/// A pointer that may cross into a detached closure.  The memory behind it is
+/// kept alive and unmoved by the caller (a locked internal buffer, or a
+/// buffer export held for the duration of the call).
+#[derive(Clone, Copy)]
+struct RawPtr(*mut u8);
+// SAFETY: only dereferenced by the system call while the owner keeps the
+// memory alive and does not touch it.
+unsafe impl Send for RawPtr {}
+unsafe impl Sync for RawPtr {}
+
+fn sys_recv(fd: RawFd, buf: RawPtr, len: usize, flags: c_int) -> Step {
+    // SAFETY: `buf` points to at least `len` writable bytes (see RawPtr).
+    let ret = unsafe { libc::recv(fd, buf.0.cast(), len, flags | libc::MSG_NOSIGNAL) };
+    step_of(ret)
+}
+
+fn sys_send(fd: RawFd, buf: RawPtr, len: usize, flags: c_int) -> Step {
+    // SAFETY: `buf` points to at least `len` readable bytes (see RawPtr).
+    let ret = unsafe { libc::send(fd, buf.0.cast(), len, flags | libc::MSG_NOSIGNAL) };
+    step_of(ret)
+}
+
+/// Waits for `events`; `Done(0)` when the time ran out.
+fn sys_poll(fd: RawFd, events: libc::c_short, timeout_ms: c_int) -> Step {
+    let mut pfd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let ret = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+    step_of(ret as isize)
+}
+
+/// Milliseconds for poll(2), rounded up so the wait never ends early.
+fn poll_ms(left: Duration) -> c_int {
+    let ms = left.as_nanos().div_ceil(1_000_000);
+    c_int::try_from(ms).unwrap_or(c_int::MAX)
+}
+
+/// How an operation that would block waits: learnt from `sock.gettimeout()`
+/// the first time it would block.
+#[derive(Clone, Copy)]
+enum Wait {
+    Unknown,
+    Forever,
+    NonBlocking,
+    Until(Instant),
+}
+
+fn fetch_wait(py: Python<'_>, sock: &Bound<'_, PyAny>) -> PyResult<Wait> {
+    let timeout = sock.call_method0(intern!(py, "gettimeout"))?;
+    if timeout.is_none() {
+        return Ok(Wait::Forever);
+    }
+    let secs: f64 = timeout.extract()?;
+    if secs <= 0.0 {
+        return Ok(Wait::NonBlocking);
+    }
+    Ok(Duration::try_from_secs_f64(secs)
+        .ok()
+        .and_then(|d| Instant::now().checked_add(d))
+        .map_or(Wait::Forever, Wait::Until))
+}
+
+enum IoFail {
+    Timeout,
+    Py(PyErr),
+}
+
+impl From<PyErr> for IoFail {
+    fn from(err: PyErr) -> Self {
+        IoFail::Py(err)
+    }
+}
+
+/// Runs `op` (a recv/send taking extra flags) the way the socket module does:
+/// try without blocking; when it would block, wait according to the socket's
+/// timeout; on EINTR run the signal handlers and retry.  `Ok(None)`: it
+/// would block and the socket is non-blocking (timeout 0).
+fn do_io<F>(
+    py: Python<'_>,
+    sock: &Bound<'_, PyAny>,
+    fd: RawFd,
+    events: libc::c_short,
+    wait: &mut Wait,
+    op: F,
+) -> Result<Option<usize>, IoFail>
+where
+    F: Fn(c_int) -> Step + Sync,
+{
+    loop {
+        let how = *wait;
+        let op = &op;
+        let step = crate::detach::detach(py, move || match how {
+            Wait::Unknown | Wait::NonBlocking => op(libc::MSG_DONTWAIT),
+            Wait::Forever => match op(0) {
+                // Only when the descriptor itself is non-blocking.
+                Step::Again => match sys_poll(fd, events, -1) {
+                    Step::Done(_) => Step::Again,
+                    other => other,
+                },
+                other => other,
+            },
+            Wait::Until(deadline) => loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Step::TimedOut;
+                }
+                match sys_poll(fd, events, poll_ms(left)) {
+                    Step::Done(0) => continue,
+                    Step::Done(_) => match op(libc::MSG_DONTWAIT) {
+                        Step::Again => continue,
+                        other => return other,
+                    },
+                    other => return other,
+                }
+            },
+        });
+        match step {
+            Step::Done(n) => return Ok(Some(n)),
+            Step::Intr => py.check_signals()?,
+            Step::Again => match how {
+                Wait::Unknown => {
+                    *wait = fetch_wait(py, sock)?;
+                    if matches!(*wait, Wait::NonBlocking) {
+                        return Ok(None);
+                    }
+                }
+                Wait::NonBlocking => return Ok(None),
+                Wait::Forever | Wait::Until(_) => {}
+            },
+            Step::TimedOut => return Err(IoFail::Timeout),
+            Step::Fail(err) => return Err(IoFail::Py(os_error(err))),
+        }
+    }
+}
+
+fn would_block_error() -> PyErr {
+    os_error(io::Error::from_raw_os_error(libc::EAGAIN))
+}
+
+/// One `send` with `SocketIO.write` semantics (`None`: would block).
+fn send_once(
+    py: Python<'_>,
+    sock: &Bound<'_, PyAny>,
+    fd: RawFd,
+    data: &[u8],
+) -> PyResult<Option<usize>> {
+    let ptr = RawPtr(data.as_ptr().cast_mut());
+    let len = data.len();
+    let mut wait = Wait::Unknown;
+    match do_io(py, sock, fd, libc::POLLOUT, &mut wait, move |flags| {
+        sys_send(fd, ptr, len, flags)
+    }) {
+        Ok(n) => Ok(n),
+        Err(IoFail::Timeout) => Err(socket_timeout(py)),
+        Err(IoFail::Py(err)) => Err(err),
+    }
+}
+
+/// `sock.sendall(data)`: the timeout covers the whole call; signal handlers
+/// run between partial sends.
+fn send_all(py: Python<'_>, sock: &Bound<'_, PyAny>, fd: RawFd, data: &[u8]) -> PyResult<()> {
+    let mut wait = Wait::Unknown;
+    let mut off = 0;
+    while off < data.len() {
+        let rest = &data[off..];
+        let ptr = RawPtr(rest.as_ptr().cast_mut());
+        let len = rest.len();
+        match do_io(py, sock, fd, libc::POLLOUT, &mut wait, move |flags| {
+            sys_send(fd, ptr, len, flags)
+        }) {
+            Ok(Some(n)) => {
+                off += n;
+                if off < data.len() {
+                    py.check_signals()?;
+                }
+            }
+            Ok(None) => return Err(would_block_error()),
+            Err(IoFail::Timeout) => return Err(socket_timeout(py)),
+            Err(IoFail::Py(err)) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Locking
+// ---------------------------------------------------------------------------
+
+fn thread_token() -> usize {
+    thread_local!(static TOKEN: u8 = const { 0 });
+    TOKEN.with(|t| t as *const u8 as usize)
+}
+
+/// A mutex that is waited for with the interpreter released, and that turns a
+/// re-entrant call from the same thread (a signal handler using the object it
+/// interrupted) into `RuntimeError` instead of a deadlock.
+struct Locked<T> {
+    inner: Mutex<T>,
+    owner: AtomicUsize,
+}
+
+struct Guard<'a, T> {
+    guard: MutexGuard<'a, T>,
+    owner: &'a AtomicUsize,
+}
+
+impl<T> Drop for Guard<'_, T> {
+    fn drop(&mut self) {
+        self.owner.store(0, Ordering::Release);
+    }
+}
+
+impl<T> std::ops::Deref for Guard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.guard
+    }
+}
+
+impl<T> std::ops::DerefMut for Guard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.guard
+    }
+}
+
+impl<T> Locked<T> {
+    fn new(value: T) -> Self {
+        Locked {
+            inner: Mutex::new(value),
+            owner: AtomicUsize::new(0),
+        }
+    }
+
+    fn lock(&self, py: Python<'_>, what: &str) -> PyResult<Guard<'_, T>> {
+        let me = thread_token();
+        if self.owner.load(Ordering::Acquire) == me {
+            return Err(PyRuntimeError::new_err(format!(
+                "reentrant call inside {what}"
+            )));
+        }
+        let guard = self
+            .inner
+            .lock_py_attached(py)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.owner.store(me, Ordering::Release);
+        Ok(Guard {
+            guard,
+            owner: &self.owner,
+        })
+    }
+
+    fn get_mut(&mut self) -> &mut T {
+        self.inner
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+fn closed_error(msg: &str) -> PyErr {
+    PyValueError::new_err(msg.to_string())
+}
+
+const CLOSED_FILE: &str = "I/O operation on closed file.";
+const CLOSED_SOCKET: &str = "I/O operation on closed socket.";
+
+fn reserve(vec: &mut Vec<u8>, extra: usize) -> PyResult<()> {
+    vec.try_reserve(extra)
+        .map_err(|_| PyMemoryError::new_err(()))
+}
+
+/// A contiguous buffer export of a bytes-like object.
+fn get_buffer(obj: &Bound<'_, PyAny>, writable: bool) -> PyResult<PyUntypedBuffer> {
+    let buf = PyUntypedBuffer::get(obj)?;
+    if writable && buf.readonly() {
+        return Err(PyTypeError::new_err(format!(
+            "readinto() argument must be read-write bytes-like object, not {}",
+            obj.get_type().name()?
+        )));
+    }
+    if !buf.is_c_contiguous() {
+        return Err(PyBufferError::new_err(
+            "underlying buffer is not C-contiguous",
+        ));
+    }
+    Ok(buf)
+}
+
+fn decref_socketios(py: Python<'_>, sock: &Py<PyAny>) -> PyResult<()> {
+    sock.bind(py)
+        .call_method0(intern!(py, "_decref_socketios"))
+        .map(drop)
+}
+
+fn incref_socketios(py: Python<'_>, sock: &Bound<'_, PyAny>) -> PyResult<()> {
+    let name = intern!(py, "_io_refs");
+    let refs = sock.getattr(name)?;
+    sock.setattr(name, refs.add(1)?)
+}
+
+/// `io.UnsupportedOperation(what)`.
+fn unsupported(py: Python<'_>, what: &str) -> PyErr {
+    static CLS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    match CLS.import(py, "io", "UnsupportedOperation") {
+        Ok(cls) => PyErr::from_type(cls.clone(), what.to_string()),
+        Err(err) => err,
+    }
+}
+
+fn size_arg(size: Option<isize>) -> isize {
+    size.unwrap_or(-1)
+}
+
+// ---------------------------------------------------------------------------
+// Reader
+// ---------------------------------------------------------------------------
+
+struct ReaderState {
+    /// `None` once closed.
+    sock: Option<Py<PyAny>>,
+    /// The buffer (`bufsize` bytes; empty when unbuffered); `buf[pos..end]`
+    /// holds the bytes read ahead.
+    buf: Vec<u8>,
+    pos: usize,
+    end: usize,
+    timed_out: bool,
+}
+
+/// `sock.makefile('rb', bufsize)` in Rust.
+#[pyclass(frozen, module = "socketserver_rs._core", name = "SocketReader")]
+pub struct SocketReader {
+    fd: RawFd,
+    bufsize: usize,
+    closed: AtomicBool,
+    state: Locked<ReaderState>,
+}
+
+/// What the reader methods work on while holding the lock.
+struct Rd<'a, 'py> {
+    py: Python<'py>,
+    fd: RawFd,
+    st: &'a mut ReaderState,
+}
+
+impl<'py> Rd<'_, 'py> {
+    fn check_open(&self) -> PyResult<()> {
+        if self.st.sock.is_some() {
+            Ok(())
+        } else {
+            Err(closed_error(CLOSED_FILE))
+        }
+    }
+
+    fn sock(&self) -> PyResult<Bound<'py, PyAny>> {
+        match &self.st.sock {
+            Some(sock) => Ok(sock.bind(self.py).clone()),
+            None => Err(closed_error(CLOSED_FILE)),
+        }
+    }
+
+    /// One `recv` into `len` bytes at `ptr` with `SocketIO.readinto`
+    /// semantics: `Some(0)` at EOF, `None` when it would block.
+    fn raw_read(&mut self, ptr: *mut u8, len: usize, flags: c_int) -> PyResult<Option<usize>> {
+        if self.st.timed_out {
+            return Err(PyOSError::new_err("cannot read from timed out object"));
+        }
+        let sock = self.sock()?;
+        let fd = self.fd;
+        let ptr = RawPtr(ptr);
+        let mut wait = Wait::Unknown;
+        match do_io(self.py, &sock, fd, libc::POLLIN, &mut wait, move |fl| {
+            sys_recv(fd, ptr, len, fl | flags)
+        }) {
+            Ok(n) => Ok(n),
+            Err(IoFail::Timeout) => {
+                self.st.timed_out = true;
+                Err(socket_timeout(self.py))
+            }
+            Err(IoFail::Py(err)) => Err(err),
+        }
+    }
+
+    /// Reads into the spare capacity of `out` (at most `len` bytes).
+    fn raw_read_vec(&mut self, out: &mut Vec<u8>, len: usize) -> PyResult<Option<usize>> {
+        reserve(out, len)?;
+        let old = out.len();
+        // SAFETY: capacity for `len` more bytes was reserved above.
+        let ptr = unsafe { out.as_mut_ptr().add(old) };
+        let res = self.raw_read(ptr, len, 0)?;
+        if let Some(n) = res {
+            // SAFETY: the kernel initialised `n <= len` bytes.
+            unsafe { out.set_len(old + n.min(len)) };
+        }
+        Ok(res)
+    }
+
+    /// Reads into `buf[end..]`.
+    fn fill(&mut self) -> PyResult<Option<usize>> {
+        let cap = self.st.buf.len();
+        let start = self.st.end;
+        // SAFETY: start <= cap = buf.len().
+        let ptr = unsafe { self.st.buf.as_mut_ptr().add(start) };
+        let res = self.raw_read(ptr, cap - start, 0)?;
+        if let Some(n) = res {
+            self.st.end += n.min(cap - start);
+        }
+        Ok(res)
+    }
+
+    fn reset(&mut self) {
+        self.st.pos = 0;
+        self.st.end = 0;
+    }
+
+    fn have(&self) -> &[u8] {
+        &self.st.buf[self.st.pos..self.st.end]
+    }
+
+    fn take(&mut self, n: usize) -> Bound<'py, PyBytes> {
+        let start = self.st.pos;
+        self.st.pos += n;
+        PyBytes::new(self.py, &self.st.buf[start..start + n])
+    }
+
+    // -- unbuffered (SocketIO) ------------------------------------------------
+
+    fn raw_read_n(&mut self, n: usize) -> PyResult<Option<Vec<u8>>> {
+        let mut out = Vec::new();
+        if n == 0 {
+            self.check_open()?;
+            return Ok(Some(out));
+        }
+        Ok(self.raw_read_vec(&mut out, n)?.map(|_| out))
+    }
+
+    /// `RawIOBase.readall`.
+    fn raw_readall(&mut self, mut out: Vec<u8>) -> PyResult<Option<Vec<u8>>> {
+        let mut chunk = DEFAULT_BUFFER_SIZE;
+        loop {
+            match self.raw_read_vec(&mut out, chunk)? {
+                Some(0) => return Ok(Some(out)),
+                None if out.is_empty() => return Ok(None),
+                None => return Ok(Some(out)),
+                Some(_) => {
+                    if out.len() >= chunk * 4 {
+                        chunk = (chunk * 2).min(1 << 20);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `IOBase.readline` over the raw socket, without reading past the
+    /// newline: peek, then receive exactly up to it.
+    fn raw_readline(&mut self, limit: Option<usize>) -> PyResult<Vec<u8>> {
+        let mut out = Vec::new();
+        loop {
+            let want = match limit {
+                Some(limit) => limit - out.len(),
+                None => DEFAULT_BUFFER_SIZE,
+            };
+            if want == 0 {
+                self.check_open()?;
+                break;
+            }
+            reserve(&mut out, want)?;
+            let old = out.len();
+            // SAFETY: capacity for `want` more bytes was reserved above.
+            let ptr = unsafe { out.as_mut_ptr().add(old) };
+            let peeked = match self.raw_read(ptr, want, libc::MSG_PEEK)? {
+                Some(0) => break,
+                // IOBase.readline over a non-blocking raw stream.
+                None => {
+                    return Err(PyOSError::new_err(
+                        "read() should have returned a bytes object, not 'NoneType'",
+                    ))
+                }
+                Some(n) => n.min(want),
+            };
+            // SAFETY: the kernel initialised `peeked` bytes at `ptr`.
+            let seen = unsafe { std::slice::from_raw_parts(ptr, peeked) };
+            let take = seen
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(peeked, |i| i + 1);
+            let got = match self.raw_read(ptr, take, 0)? {
+                Some(0) | None => break,
+                Some(n) => n.min(take),
+            };
+            // SAFETY: the kernel initialised `got` bytes at `ptr`.
+            unsafe { out.set_len(old + got) };
+            if out[old..].contains(&b'\n') {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    // -- buffered (BufferedReader) --------------------------------------------
+
+    /// `BufferedReader.read(n)` for n > what is buffered.
+    fn read_generic(&mut self, n: usize) -> PyResult<Option<Vec<u8>>> {
+        let bufsize = self.st.buf.len();
+        let mut out = Vec::new();
+        reserve(&mut out, n)?;
+        out.extend_from_slice(self.have());
+        self.reset();
+        let mut remaining = n - out.len();
+        while remaining > 0 {
+            // Whole blocks go straight into the result.
+            let r = bufsize * (remaining / bufsize);
+            if r == 0 {
+                break;
+            }
+            match self.raw_read_vec(&mut out, r)? {
+                Some(0) => return Ok(Some(out)),
+                None if out.is_empty() => return Ok(None),
+                None => return Ok(Some(out)),
+                Some(k) => remaining -= k.min(remaining),
+            }
+        }
+        self.reset();
+        // The tail goes through the buffer (which may keep the excess).
+        while remaining > 0 && self.st.end < bufsize {
+            match self.fill()? {
+                Some(0) => return Ok(Some(out)),
+                None if out.is_empty() => return Ok(None),
+                None => return Ok(Some(out)),
+                Some(r) => {
+                    let k = r.min(remaining);
+                    let pos = self.st.pos;
+                    out.extend_from_slice(&self.st.buf[pos..pos + k]);
+                    self.st.pos += k;
+                    remaining -= k;
+                }
+            }
+        }
+        Ok(Some(out))
+    }
+
+    fn read_all(&mut self) -> PyResult<Option<Vec<u8>>> {
+        let out = self.have().to_vec();
+        self.reset();
+        self.raw_readall(out)
+    }
+
+    fn readline(&mut self, limit: Option<usize>) -> PyResult<Bound<'py, PyBytes>> {
+        self.check_open()?;
+        if self.st.buf.is_empty() {
+            let line = self.raw_readline(limit)?;
+            return Ok(PyBytes::new(self.py, &line));
+        }
+        let mut n = self.st.end - self.st.pos;
+        if let Some(limit) = limit {
+            n = n.min(limit);
+        }
+        let pos = self.st.pos;
+        if let Some(i) = self.st.buf[pos..pos + n].iter().position(|&b| b == b'\n') {
+            return Ok(self.take(i + 1));
+        }
+        if Some(n) == limit {
+            return Ok(self.take(n));
+        }
+        let mut out = self.st.buf[pos..pos + n].to_vec();
+        self.st.pos += n;
+        let mut limit = limit.map(|l| l - n);
+        loop {
+            self.reset();
+            let mut n = match self.fill()? {
+                Some(0) | None => break,
+                Some(n) => n,
+            };
+            if let Some(limit) = limit {
+                n = n.min(limit);
+            }
+            if let Some(i) = self.st.buf[..n].iter().position(|&b| b == b'\n') {
+                out.extend_from_slice(&self.st.buf[..i + 1]);
+                self.st.pos = i + 1;
+                break;
+            }
+            out.extend_from_slice(&self.st.buf[..n]);
+            if Some(n) == limit {
+                self.st.pos = n;
+                break;
+            }
+            self.st.pos = self.st.end;
+            limit = limit.map(|l| l - n);
+        }
+        Ok(PyBytes::new(self.py, &out))
+    }
+
+    /// `readinto` / `readinto1` into `len` bytes at `dst`.
+    fn readinto(&mut self, dst: *mut u8, len: usize, one: bool) -> PyResult<Option<usize>> {
+        self.check_open()?;
+        let bufsize = self.st.buf.len();
+        if bufsize == 0 {
+            if len == 0 {
+                return Ok(Some(0));
+            }
+            return self.raw_read(dst, len, 0);
+        }
+        let have = self.st.end - self.st.pos;
+        let mut written = 0;
+        if have > 0 {
+            let n = have.min(len);
+            // SAFETY: dst has room for len >= n bytes; the regions are distinct.
+            unsafe { std::ptr::copy_nonoverlapping(self.st.buf.as_ptr().add(self.st.pos), dst, n) };
+            self.st.pos += n;
+            if have >= len {
+                return Ok(Some(len));
+            }
+            written = n;
+        }
+        self.reset();
+        while written < len {
+            let remaining = len - written;
+            // As BufferedReader: readinto1 may still do one raw read after
+            // copying buffered bytes when the rest exceeds the buffer size.
+            let n = if remaining > bufsize {
+                // SAFETY: written < len.
+                self.raw_read(unsafe { dst.add(written) }, remaining, 0)?
+            } else if !(one && written > 0) {
+                match self.fill()? {
+                    Some(k) if k > 0 => {
+                        let k = k.min(remaining);
+                        // SAFETY: k <= remaining bytes of room at dst + written.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                self.st.buf.as_ptr().add(self.st.pos),
+                                dst.add(written),
+                                k,
+                            )
+                        };
+                        self.st.pos += k;
+                        written += k;
+                        continue;
+                    }
+                    other => other,
+                }
+            } else {
+                Some(0)
+            };
+            match n {
+                Some(0) => break,
+                None if written > 0 => break,
+                None => return Ok(None),
+                Some(k) => {
+                    written += k.min(remaining);
+                    if one {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(Some(written))
+    }
+}
+
+fn bytes_or_none(py: Python<'_>, data: Option<Vec<u8>>) -> Option<Bound<'_, PyBytes>> {
+    data.map(|d| PyBytes::new(py, &d))
+}
+
+impl SocketReader {
+    fn with<'py, R>(
+        &self,
+        py: Python<'py>,
+        f: impl FnOnce(&mut Rd<'_, 'py>) -> PyResult<R>,
+    ) -> PyResult<R> {
+        let mut guard = self.state.lock(py, "SocketReader")?;
+        let mut rd = Rd {
+            py,
+            fd: self.fd,
+            st: &mut guard,
+        };
+        f(&mut rd)
+    }
+
+    fn check_open(&self, msg: &str) -> PyResult<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(closed_error(msg))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn readline_impl<'py>(
+        &self,
+        py: Python<'py>,
+        limit: Option<usize>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        self.with(py, |rd| rd.readline(limit))
+    }
+}
+
+fn limit_of(size: Option<isize>) -> Option<usize> {
+    usize::try_from(size_arg(size)).ok()
+}
+
+#[pymethods]
+impl SocketReader {
+    #[new]
+    #[pyo3(signature = (sock, bufsize = -1))]
+    fn new(py: Python<'_>, sock: &Bound<'_, PyAny>, bufsize: isize) -> PyResult<Self> {
+        let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
+        if fd < 0 {
+            return Err(os_error(io::Error::from_raw_os_error(libc::EBADF)));
+        }
+        let bufsize = usize::try_from(bufsize).unwrap_or(DEFAULT_BUFFER_SIZE);
+        let mut buf = Vec::new();
+        reserve(&mut buf, bufsize)?;
+        buf.resize(bufsize, 0);
+        incref_socketios(py, sock)?;
+        Ok(SocketReader {
+            fd,
+            bufsize,
+            closed: AtomicBool::new(false),
+            state: Locked::new(ReaderState {
+                sock: Some(sock.clone().unbind()),
+                buf,
+                pos: 0,
+                end: 0,
+                timed_out: false,
+            }),
+        })
+    }
+
+    /// Read up to `size` bytes (all until EOF when negative or None).
+    #[pyo3(signature = (size = None))]
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        size: Option<isize>,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let size = size_arg(size);
+        if size < -1 {
+            return Err(PyValueError::new_err(
+                "read length must be non-negative or -1",
+            ));
+        }
+        self.with(py, |rd| {
+            rd.check_open()?;
+            let data = if rd.st.buf.is_empty() {
+                if size < 0 {
+                    rd.raw_readall(Vec::new())?
+                } else {
+                    rd.raw_read_n(size as usize)?
+                }
+            } else if size < 0 {
+                rd.read_all()?
+            } else {
+                let n = size as usize;
+                if n <= rd.st.end - rd.st.pos {
+                    return Ok(Some(rd.take(n)));
+                }
+                rd.read_generic(n)?
+            };
+            Ok(bytes_or_none(py, data))
+        })
+    }
+
+    /// At most one system call: buffered bytes if any, else one `recv`.
+    #[pyo3(signature = (size = None))]
+    fn read1<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        let bufsize = if self.bufsize == 0 {
+            DEFAULT_BUFFER_SIZE
+        } else {
+            self.bufsize
+        };
+        let n = usize::try_from(size_arg(size)).unwrap_or(bufsize);
+        self.with(py, |rd| {
+            rd.check_open()?;
+            if n == 0 {
+                return Ok(PyBytes::new(py, b""));
+            }
+            let have = rd.st.end - rd.st.pos;
+            if have > 0 {
+                return Ok(rd.take(n.min(have)));
+            }
+            rd.reset();
+            let data = rd.raw_read_n(n)?.unwrap_or_default();
+            Ok(PyBytes::new(py, &data))
+        })
+    }
+
+    fn readinto(&self, py: Python<'_>, b: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
+        let buf = get_buffer(b, true)?;
+        let (ptr, len) = (buf.buf_ptr().cast::<u8>(), buf.len_bytes());
+        let res = self.with(py, |rd| rd.readinto(ptr, len, false));
+        buf.release(py);
+        res
+    }
+
+    fn readinto1(&self, py: Python<'_>, b: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
+        let buf = get_buffer(b, true)?;
+        let (ptr, len) = (buf.buf_ptr().cast::<u8>(), buf.len_bytes());
+        let res = self.with(py, |rd| rd.readinto(ptr, len, true));
+        buf.release(py);
+        res
+    }
+
+    /// A line including its newline, at most `size` bytes when size >= 0.
+    #[pyo3(signature = (size = None))]
+    fn readline<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        self.readline_impl(py, limit_of(size))
+    }
+
+    /// Lines until EOF, or until their total length exceeds `hint` (> 0).
+    #[pyo3(signature = (hint = None))]
+    fn readlines<'py>(&self, py: Python<'py>, hint: Option<isize>) -> PyResult<Bound<'py, PyList>> {
+        let hint = size_arg(hint);
+        let lines = PyList::empty(py);
+        self.with(py, |rd| {
+            let mut total = 0usize;
+            loop {
+                let line = rd.readline(None)?;
+                let n = line.as_bytes().len();
+                if n == 0 {
+                    break;
+                }
+                lines.append(line)?;
+                total += n;
+                if hint > 0 && total > hint as usize {
+                    break;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(lines)
+    }
+
+    /// The bytes ahead without consuming them (at least one unless at EOF).
+    #[pyo3(signature = (size = 0))]
+    fn peek<'py>(&self, py: Python<'py>, size: isize) -> PyResult<Bound<'py, PyBytes>> {
+        self.with(py, |rd| {
+            rd.check_open()?;
+            if rd.st.buf.is_empty() {
+                let want = usize::try_from(size)
+                    .unwrap_or(0)
+                    .clamp(DEFAULT_BUFFER_SIZE, 1 << 16);
+                let mut out = Vec::new();
+                reserve(&mut out, want)?;
+                let got = rd
+                    .raw_read(out.as_mut_ptr(), want, libc::MSG_PEEK)?
+                    .unwrap_or(0)
+                    .min(want);
+                // SAFETY: the kernel initialised `got` bytes.
+                unsafe { out.set_len(got) };
+                return Ok(PyBytes::new(py, &out));
+            }
+            if rd.st.end > rd.st.pos {
+                return Ok(PyBytes::new(py, rd.have()));
+            }
+            rd.reset();
+            rd.fill()?;
+            Ok(PyBytes::new(py, rd.have()))
+        })
+    }
+
+    fn __iter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
+        slf.get().check_open(CLOSED_FILE)?;
+        Ok(slf)
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let line = self.readline_impl(py, None)?;
+        Ok(if line.as_bytes().is_empty() {
+            None
+        } else {
+            Some(line)
+        })
+    }
+
+    /// Drops the buffer and releases this file's hold on the socket.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let sock = {
+            let mut st = self.state.lock(py, "SocketReader")?;
+            let sock = st.sock.take();
+            st.buf = Vec::new();
+            st.pos = 0;
+            st.end = 0;
+            self.closed.store(true, Ordering::Release);
+            sock
+        };
+        match sock {
+            Some(sock) => decref_socketios(py, &sock),
+            None => Ok(()),
+        }
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn fileno(&self) -> PyResult<RawFd> {
+        self.check_open(CLOSED_FILE)?;
+        Ok(self.fd)
+    }
+
+    #[getter]
+    fn name(&self) -> RawFd {
+        if self.closed() {
+            -1
+        } else {
+            self.fd
+        }
+    }
+
+    #[getter]
+    fn mode(&self) -> &'static str {
+        "rb"
+    }
+
+    fn readable(&self) -> PyResult<bool> {
+        self.check_open(CLOSED_SOCKET)?;
+        Ok(true)
+    }
+
+    fn writable(&self) -> PyResult<bool> {
+        self.check_open(CLOSED_SOCKET)?;
+        Ok(false)
+    }
+
+    fn seekable(&self) -> PyResult<bool> {
+        self.check_open(CLOSED_SOCKET)?;
+        Ok(false)
+    }
+
+    fn isatty(&self) -> PyResult<bool> {
+        self.check_open(CLOSED_FILE)?;
+        Ok(false)
+    }
+
+    fn flush(&self) -> PyResult<()> {
+        self.check_open(CLOSED_FILE)
+    }
+
+    /// Sockets are not seekable: `io.UnsupportedOperation`, as the io classes.
+    #[pyo3(signature = (*_args))]
+    fn seek(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
+        self.check_open(CLOSED_FILE)?;
+        Err(unsupported(py, "seek"))
+    }
+
+    fn tell(&self, py: Python<'_>) -> PyResult<()> {
+        self.check_open(CLOSED_FILE)?;
+        Err(unsupported(py, "seek"))
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn truncate(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
+        self.check_open(CLOSED_FILE)?;
+        Err(unsupported(py, "truncate"))
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
+        slf.get().check_open(CLOSED_FILE)?;
+        Ok(slf)
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+}
+
+impl Drop for SocketReader {
+    fn drop(&mut self) {
+        if let Some(sock) = self.state.get_mut().sock.take() {
+            Python::try_attach(|py| {
+                if let Err(err) = decref_socketios(py, &sock) {
+                    err.write_unraisable(py, Some(sock.bind(py)));
+                }
+            });
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Writer
+// ---------------------------------------------------------------------------
+
+struct WriterState {
+    /// `None` once closed.
+    sock: Option<Py<PyAny>>,
+    /// Pending bytes are `buf[wpos..]` (buffered writers only).
+    buf: Vec<u8>,
+    wpos: usize,
+}
+
+/// `socketserver._SocketWriter` (bufsize 0) or `sock.makefile('wb', bufsize)`.
+#[pyclass(frozen, module = "socketserver_rs._core", name = "SocketWriter")]
+pub struct SocketWriter {
+    fd: RawFd,
+    /// 0: every write is a `sendall`.
+    bufsize: usize,
+    closed: AtomicBool,
+    state: Locked<WriterState>,
+}
+
+impl WriterState {
+    fn sock<'py>(&self, py: Python<'py>, msg: &str) -> PyResult<Bound<'py, PyAny>> {
+        match &self.sock {
+            Some(sock) => Ok(sock.bind(py).clone()),
+            None => Err(closed_error(msg)),
+        }
+    }
+
+    /// Sends everything pending (`BufferedWriter` flush).
+    fn flush_pending(
+        &mut self,
+        py: Python<'_>,
+        sock: &Bound<'_, PyAny>,
+        fd: RawFd,
+    ) -> PyResult<()> {
+        while self.wpos < self.buf.len() {
+            match send_once(py, sock, fd, &self.buf[self.wpos..])? {
+                Some(n) => self.wpos += n,
+                None => {
+                    return Err(pyo3::exceptions::PyBlockingIOError::new_err((
+                        libc::EAGAIN,
+                        "write could not complete without blocking",
+                        0,
+                    )))
+                }
+            }
+            py.check_signals()?;
+        }
+        self.buf.clear();
+        self.wpos = 0;
+        Ok(())
+    }
+}
+
+impl SocketWriter {
+    fn check_open(&self, msg: &str) -> PyResult<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(closed_error(msg))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn write_bytes(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
+        let mut st = self.state.lock(py, "SocketWriter")?;
+        let sock = st.sock(py, "write to closed file")?;
+        if self.bufsize == 0 {
+            // The socket may have been closed under us (no hold on it here,
+            // as in the standard library): use its current descriptor.
+            let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
+            if fd < 0 {
+                return Err(os_error(io::Error::from_raw_os_error(libc::EBADF)));
+            }
+            drop(st);
+            return send_all(py, &sock, fd, data);
+        }
+        let bufsize = self.bufsize;
+        if st.wpos == st.buf.len() {
+            st.buf.clear();
+            st.wpos = 0;
+        }
+        if data.len() <= bufsize - st.buf.len().min(bufsize) {
+            st.buf.extend_from_slice(data);
+            return Ok(());
+        }
+        st.flush_pending(py, &sock, self.fd)?;
+        let mut off = 0;
+        while data.len() - off > bufsize {
+            match send_once(py, &sock, self.fd, &data[off..])? {
+                Some(n) => off += n,
+                None => {
+                    return Err(pyo3::exceptions::PyBlockingIOError::new_err((
+                        libc::EAGAIN,
+                        "write could not complete without blocking",
+                        off,
+                    )))
+                }
+            }
+            py.check_signals()?;
+        }
+        st.buf.extend_from_slice(&data[off..]);
+        Ok(())
+    }
+
+    fn write_obj(&self, py: Python<'_>, b: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let buf = get_buffer(b, false)?;
+        let len = buf.len_bytes();
+        let ptr = buf.buf_ptr().cast::<u8>().cast_const();
+        let data: &[u8] = if len == 0 {
+            &[]
+        } else {
+            // SAFETY: a C-contiguous export of `len` bytes, held until release.
+            unsafe { std::slice::from_raw_parts(ptr, len) }
+        };
+        let res = self.write_bytes(py, data);
+        buf.release(py);
+        res.map(|()| len)
+    }
+}
+
+#[pymethods]
+impl SocketWriter {
+    #[new]
+    #[pyo3(signature = (sock, bufsize = 0))]
+    fn new(py: Python<'_>, sock: &Bound<'_, PyAny>, bufsize: isize) -> PyResult<Self> {
+        let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
+        if fd < 0 {
+            return Err(os_error(io::Error::from_raw_os_error(libc::EBADF)));
+        }
+        let bufsize = usize::try_from(bufsize).unwrap_or(DEFAULT_BUFFER_SIZE);
+        let mut buf = Vec::new();
+        reserve(&mut buf, bufsize)?;
+        if bufsize != 0 {
+            incref_socketios(py, sock)?;
+        }
+        Ok(SocketWriter {
+            fd,
+            bufsize,
+            closed: AtomicBool::new(false),
+            state: Locked::new(WriterState {
+                sock: Some(sock.clone().unbind()),
+                buf,
+                wpos: 0,
+            }),
+        })
+    }
+
+    /// Writes (or buffers) all of `b`; returns its length in bytes.
+    fn write(&self, py: Python<'_>, b: &Bound<'_, PyAny>) -> PyResult<usize> {
+        self.write_obj(py, b)
+    }
+
+    fn writelines(&self, py: Python<'_>, lines: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.check_open(CLOSED_FILE)?;
+        for line in lines.try_iter()? {
+            self.write_obj(py, &line?)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        let mut st = self.state.lock(py, "SocketWriter")?;
+        let sock = st.sock(py, "flush of closed file")?;
+        if self.bufsize != 0 {
+            st.flush_pending(py, &sock, self.fd)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes, then releases this file's hold on the socket (even when the
+    /// flush fails; its error is raised afterwards).
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let (flushed, sock) = {
+            let mut st = self.state.lock(py, "SocketWriter")?;
+            let Some(sock) = st.sock.as_ref().map(|s| s.clone_ref(py)) else {
+                return Ok(());
+            };
+            let flushed = if self.bufsize != 0 {
+                st.flush_pending(py, sock.bind(py), self.fd)
+            } else {
+                Ok(())
+            };
+            st.sock = None;
+            st.buf = Vec::new();
+            st.wpos = 0;
+            self.closed.store(true, Ordering::Release);
+            (flushed, sock)
+        };
+        let released = if self.bufsize != 0 {
+            decref_socketios(py, &sock)
+        } else {
+            Ok(())
+        };
+        flushed.and(released)
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn fileno(&self) -> PyResult<RawFd> {
+        self.check_open(CLOSED_FILE)?;
+        Ok(self.fd)
+    }
+
+    #[getter]
+    fn name(&self) -> RawFd {
+        if self.closed() {
+            -1
+        } else {
+            self.fd
+        }
+    }
+
+    #[getter]
+    fn mode(&self) -> &'static str {
+        "wb"
+    }
+
+    fn writable(&self) -> PyResult<bool> {
+        self.check_open(CLOSED_SOCKET)?;
+        Ok(true)
+    }
+
+    fn readable(&self) -> PyResult<bool> {
+        self.check_open(CLOSED_SOCKET)?;
+        Ok(false)
+    }
+
+    fn seekable(&self) -> PyResult<bool> {
+        self.check_open(CLOSED_SOCKET)?;
+        Ok(false)
+    }
+
+    fn isatty(&self) -> PyResult<bool> {
+        self.check_open(CLOSED_FILE)?;
+        Ok(false)
+    }
+
+    /// Sockets are not seekable: `io.UnsupportedOperation`, as the io classes.
+    #[pyo3(signature = (*_args))]
+    fn seek(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
+        self.check_open(CLOSED_FILE)?;
+        Err(unsupported(py, "seek"))
+    }
+
+    fn tell(&self, py: Python<'_>) -> PyResult<()> {
+        self.check_open(CLOSED_FILE)?;
+        Err(unsupported(py, "seek"))
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn truncate(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
+        self.check_open(CLOSED_FILE)?;
+        Err(unsupported(py, "truncate"))
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
+        slf.get().check_open(CLOSED_FILE)?;
+        Ok(slf)
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+}
+
+impl Drop for SocketWriter {
+    fn drop(&mut self) {
+        let fd = self.fd;
+        let buffered = self.bufsize != 0;
+        let st = self.state.get_mut();
+        let Some(sock) = st.sock.take() else {
+            return;
+        };
+        if !buffered {
+            return;
+        }
+        Python::try_attach(|py| {
+            let bound = sock.bind(py);
+            if let Err(err) = st.flush_pending(py, bound, fd) {
+                err.write_unraisable(py, Some(bound));
+            }
+            if let Err(err) = decref_socketios(py, &sock) {
+                err.write_unraisable(py, Some(bound));
+            }
+        });
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<SocketReader>()?;
+    m.add_class::<SocketWriter>()?;
     Ok(())
 }

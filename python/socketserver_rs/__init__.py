@@ -16,6 +16,7 @@ from socketserver_rs.handlers import (
     StreamRequestHandler,
 )
 from socketserver_rs.mixins import ThreadingMixIn
+from socketserver_rs.patching import patch as patch
 from socketserver_rs.servers import BaseServer, TCPServer, UDPServer
 
 __all__ = [

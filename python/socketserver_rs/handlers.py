@@ -75,6 +75,14 @@ class StreamRequestHandler(BaseRequestHandler):
             self.connection.settimeout(self.timeout)
         if self.disable_nagle_algorithm:
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+        if (
+            type(self.connection) is socket.socket
+            and _core_buffering(self.rbufsize)
+            and _core_buffering(self.wbufsize)
+        ):
+            self.rfile = _core.SocketReader(self.connection, self.rbufsize)
+            self.wfile = _core.SocketWriter(self.connection, self.wbufsize)
+            return
         self.rfile = self.connection.makefile("rb", self.rbufsize)
         if self.wbufsize == 0:
             self.wfile = _SocketWriter(self.connection)
@@ -91,6 +99,12 @@ class StreamRequestHandler(BaseRequestHandler):
                 pass
         self.wfile.close()
         self.rfile.close()
+
+
+def _core_buffering(size):
+    # Sizes the core's files take as makefile() does; makefile() handles the
+    # rest itself (None, and 1, which it warns about in binary mode).
+    return type(size) is int and size != 1
 
 
 class _SocketWriter(BufferedIOBase):
@@ -125,4 +139,6 @@ class DatagramRequestHandler(BaseRequestHandler):
         self.socket.sendto(self.wfile.getvalue(), self.client_address)
 
 
-del _core
+# The core's reader and writer are file objects of these kinds.
+BufferedIOBase.register(_core.SocketReader)
+BufferedIOBase.register(_core.SocketWriter)

@@ -4,6 +4,7 @@ import itertools
 import os
 import threading
 import weakref
+from typing import Optional
 
 from socketserver_rs import _core
 
@@ -17,8 +18,8 @@ if hasattr(os, "fork"):
     class ForkingMixIn:
         """Mix-in class to handle each request in a new process."""
 
-        timeout = 300
-        active_children = None
+        timeout: Optional[float] = 300
+        active_children: Optional[set] = None
         max_children = 40
         # If true, server_close() waits until all child processes complete.
         block_on_close = True
@@ -114,7 +115,7 @@ class _WorkerThreads:
 
 
 _pool_lock = threading.Lock()
-_live_pools = weakref.WeakSet()
+_live_pools: "weakref.WeakSet[_core.WorkerPool]" = weakref.WeakSet()
 _worker_numbers = itertools.count(1)
 
 
@@ -125,7 +126,16 @@ def _close_live_pools():
         pool.close()
 
 
-threading._register_atexit(_close_live_pools)
+threading._register_atexit(_close_live_pools)  # type: ignore[attr-defined]
+
+
+def _thread_bound(server):
+    bound = server.max_threads
+    if bound is None:
+        return None
+    if type(bound) is not int or bound < 1:
+        raise ValueError(f"max_threads must be a positive int or None, not {bound!r}")
+    return bound
 
 
 def _work(worker):
@@ -160,6 +170,10 @@ class ThreadingMixIn:
     daemon_threads = False
     # If true, server_close() waits until all non-daemonic threads terminate.
     block_on_close = True
+    # At most this many requests run at once (None: no bound). At the bound
+    # the server stops accepting and waiting clients stay in the kernel's
+    # listen backlog (datagrams in the socket's buffer) until a worker frees.
+    max_threads: Optional[int] = None
 
     _threads = _WorkerThreads()
 
@@ -178,6 +192,7 @@ class ThreadingMixIn:
     def process_request(self, request, client_address):
         """Run process_request_thread() on a worker thread."""
         pool = self._worker_pool()
+        # At the bound (max_threads) this waits for a worker to become free.
         if pool.needs_worker():
             self._start_worker(pool)
         pool.submit(self.process_request_thread, (request, client_address))
@@ -200,9 +215,13 @@ class ThreadingMixIn:
             with _pool_lock:
                 pool = self.__dict__.get("_ThreadingMixIn__pool")
                 if pool is None:
-                    pool = self.__pool = _core.WorkerPool()
+                    pool = self.__pool = _core.WorkerPool(max_workers=_thread_bound(self))
                     _live_pools.add(pool)
         return pool
+
+    def _bounded_pool(self):
+        pool = self._worker_pool()
+        return pool if pool.max_workers is not None else None
 
     def _start_worker(self, pool):
         # The pool has counted this worker: start it, or uncount it.

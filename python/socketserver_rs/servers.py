@@ -5,10 +5,12 @@ of serve_forever(), the wait of handle_request() and, when no request hook
 is overridden, the whole per-request path run in the Rust core.
 """
 
+import os
 import socket
 import sys
 import threading
 from functools import partial
+from typing import Optional
 
 from socketserver_rs import _core
 from socketserver_rs.mixins import ThreadingMixIn
@@ -21,6 +23,22 @@ if hasattr(socket, "AF_UNIX"):
 _FAST_FAMILIES = {socket.AF_INET, socket.AF_INET6}
 if hasattr(socket, "AF_UNIX"):
     _FAST_FAMILIES.add(socket.AF_UNIX)
+
+
+_TCP_FAMILIES = {socket.AF_INET, socket.AF_INET6}
+
+
+def _reuse_by_default(sock):
+    return os.name == "posix" and sock.family in _TCP_FAMILIES and sock.type == socket.SOCK_STREAM
+
+
+def _backlog(server):
+    for cls in type(server).__mro__:
+        if "request_queue_size" in vars(cls):
+            break
+    if cls is TCPServer and "request_queue_size" not in vars(server):
+        return socket.SOMAXCONN
+    return server.request_queue_size
 
 
 def _new_socket(family, kind):
@@ -72,7 +90,7 @@ class BaseServer:
     - socket
     """
 
-    timeout = None
+    timeout: Optional[float] = None
 
     def __init__(self, server_address, RequestHandlerClass):
         """Constructor.  May be extended, do not override."""
@@ -127,8 +145,9 @@ class BaseServer:
             actions = self.service_actions if self._has_service_actions() else None
             fd = self.fileno()
             wait = loop.wait
+            pool = self._bounded_pool()
             while True:
-                ready = wait(fd, poll_interval)
+                ready = wait(fd, poll_interval, pool)
                 if ready is None:
                     break
                 if ready:
@@ -179,7 +198,9 @@ class BaseServer:
         """
         try:
             request, client_address = self.get_request()
-        except OSError:
+        except OSError as err:
+            # Out of descriptors, the loop backs off instead of spinning.
+            self._serve_loop().accept_failed(err.errno or 0)
             return
         if self.verify_request(request, client_address):
             try:
@@ -252,6 +273,10 @@ class BaseServer:
 
     def __exit__(self, *args):
         self.server_close()
+
+    def _bounded_pool(self):
+        # The worker pool the loop must not outrun (ThreadingMixIn.max_threads).
+        return None
 
     def _has_service_actions(self):
         return type(
@@ -424,8 +449,14 @@ class TCPServer(BaseServer):
         """Called by constructor to bind the socket.
 
         May be overridden.
+
+        A stream socket of an IP family always gets SO_REUSEADDR on POSIX
+        (as asyncio does): a restarted server can bind its port at once
+        despite connections in TIME_WAIT, and it still cannot bind a port
+        another socket listens on.
         """
-        reuse_address = bool(self.allow_reuse_address) and hasattr(socket, "SO_REUSEADDR")
+        reuse_address = bool(self.allow_reuse_address) or _reuse_by_default(self.socket)
+        reuse_address = reuse_address and hasattr(socket, "SO_REUSEADDR")
         reuse_port = bool(self.allow_reuse_port) and hasattr(socket, "SO_REUSEPORT")
         if reuse_address or reuse_port:
             _core.set_reuse(self.socket.fileno(), reuse_address, reuse_port)
@@ -436,8 +467,13 @@ class TCPServer(BaseServer):
         """Called by constructor to activate the server.
 
         May be overridden.
+
+        A request_queue_size left at the standard default of 5 listens
+        with the system's maximum backlog instead, so that a burst of
+        connections is not refused or left waiting for a SYN retransmit;
+        a value set by a subclass or instance is used as given.
         """
-        self.socket.listen(self.request_queue_size)
+        self.socket.listen(_backlog(self))
 
     def server_close(self):
         """Called to clean-up the server.
@@ -457,8 +493,17 @@ class TCPServer(BaseServer):
         """Get the request and client address from the socket.
 
         May be overridden.
+
+        TCP connections get TCP_NODELAY, so that a reply written in
+        several pieces is not held back by Nagle's algorithm.
         """
-        return self.socket.accept()
+        request, client_address = self.socket.accept()
+        if request.family in _TCP_FAMILIES and request.type == socket.SOCK_STREAM:
+            try:
+                request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        return request, client_address
 
     def shutdown_request(self, request):
         """Called to shutdown and close an individual request."""

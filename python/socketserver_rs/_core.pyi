@@ -1,0 +1,177 @@
+"""The Rust core of socketserver_rs. Private: use the socketserver_rs package."""
+
+from typing import Any, Callable, Iterator, Optional, final
+
+__all__ = [
+    "__version__",
+    "open_socket",
+    "set_reuse",
+    "ServeLoop",
+    "FastPath",
+    "WorkerPool",
+    "Worker",
+    "SocketReader",
+    "SocketWriter",
+]
+__version__: str
+
+def open_socket(family: int, kind: int) -> int:
+    """Create a socket (close-on-exec) and return its descriptor, which the
+    caller wraps in a socket.socket that owns it from then on."""
+
+def set_reuse(fd: int, address: bool, port: bool) -> None:
+    """Set SO_REUSEADDR / SO_REUSEPORT on a socket before it is bound."""
+
+@final
+class ServeLoop:
+    """One per server: the shutdown request, the wake descriptor and the
+    threads currently inside serve_forever()."""
+
+    def __new__(cls) -> ServeLoop: ...
+    def enter(self) -> None:
+        """Register the calling thread as running serve_forever()."""
+    def leave(self) -> None:
+        """Unregister the calling thread; once none serves, clear the
+        shutdown request and release whoever waits in shutdown()."""
+    def wait(
+        self, fd: int, poll_interval: Optional[float], pool: Optional[WorkerPool] = None
+    ) -> Optional[bool]:
+        """True when fd is readable, False when poll_interval passed, None
+        once shutdown is requested. GIL released; signals checked. Backs
+        off after accept() ran out of resources; while pool is at its bound,
+        waits for a free worker instead of the listener."""
+    def accept_failed(self, errno: int) -> None:
+        """Report an accept() failure (backs off on EMFILE and the like)."""
+    def shutdown(self) -> None:
+        """Request shutdown and wait until no thread serves; RuntimeError
+        from the serving thread itself."""
+    def request_shutdown(self, requested: bool) -> None:
+        """Set or clear the shutdown request without waiting."""
+    @property
+    def shutdown_requested(self) -> bool: ...
+    @property
+    def serving(self) -> bool: ...
+    def wait_readable(self, fd: int, timeout: Optional[float]) -> bool:
+        """Wait until fd is readable or timeout seconds pass (None: no limit)."""
+
+@final
+class FastPath:
+    """Takes requests from the server socket without the Python hooks."""
+
+    def __new__(
+        cls,
+        socket: Any,
+        stream: bool,
+        max_packet_size: int,
+        serve_loop: ServeLoop,
+        pool: Optional[WorkerPool] = None,
+        runner: Optional[Callable[..., Any]] = None,
+    ) -> FastPath: ...
+    def take(self) -> Optional[tuple[Any, Any]]:
+        """One (request, client_address), or None when none could be taken."""
+    def dispatch(self, server: Any) -> Optional[tuple[Any, Any]]:
+        """Queue the waiting requests on the pool; return one that needs a
+        new worker started first, else None."""
+
+@final
+class WorkerPool:
+    """Reusable worker threads fed by a channel."""
+
+    def __new__(
+        cls, idle_timeout: float = 10.0, max_workers: Optional[int] = None
+    ) -> WorkerPool: ...
+    @property
+    def is_full(self) -> bool:
+        """Every worker busy and no more may start."""
+    @property
+    def max_workers(self) -> Optional[int]: ...
+    def needs_worker(self) -> bool:
+        """Claim a worker for one more job; True when a new one must be started."""
+    def cancel_worker(self) -> None:
+        """A worker counted by needs_worker() could not be started."""
+    def submit(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        """Queue func(*args)."""
+    def worker(self) -> Worker:
+        """The handle a new worker thread runs with."""
+    def add_thread(self, thread: Any) -> None:
+        """Record a worker's threading.Thread."""
+    def close(self) -> None:
+        """Accept no more work; workers leave once the queue is empty."""
+    def threads(self) -> list[Any]:
+        """The worker threads started and not yet finished."""
+    @property
+    def size(self) -> int: ...
+
+@final
+class Worker:
+    """One worker thread's view of its pool."""
+
+    def take(self) -> Optional[tuple[Callable[..., Any], tuple[Any, ...]]]:
+        """The next job, or None when the worker should leave."""
+    def exit(self) -> None:
+        """The worker thread is ending."""
+
+@final
+class SocketReader:
+    """``StreamRequestHandler.rfile``: behaves as ``sock.makefile('rb',
+    bufsize)`` (an io.BufferedReader; unbuffered with bufsize 0, reading no
+    byte ahead), reading with the GIL released and honouring the socket's
+    timeout."""
+
+    def __new__(cls, sock: Any, bufsize: int = ...) -> SocketReader: ...
+    def read(self, size: Optional[int] = None) -> Optional[bytes]: ...
+    def read1(self, size: Optional[int] = None) -> Optional[bytes]: ...
+    def readinto(self, b: Any) -> Optional[int]: ...
+    def readinto1(self, b: Any) -> Optional[int]: ...
+    def readline(self, size: Optional[int] = None) -> bytes: ...
+    def readlines(self, hint: Optional[int] = None) -> list[bytes]: ...
+    def peek(self, size: int = 0) -> bytes: ...
+    def __iter__(self) -> Iterator[bytes]: ...
+    def __next__(self) -> bytes: ...
+    def close(self) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def name(self) -> int: ...
+    def fileno(self) -> int: ...
+    def flush(self) -> None: ...
+    def isatty(self) -> bool: ...
+    def readable(self) -> bool: ...
+    def writable(self) -> bool: ...
+    def seekable(self) -> bool: ...
+    def seek(self, *_args: Any) -> int: ...
+    def tell(self) -> int: ...
+    def truncate(self, *_args: Any) -> int: ...
+    def __enter__(self) -> SocketReader: ...
+    def __exit__(self, *_args: Any) -> bool: ...
+
+@final
+class SocketWriter:
+    """``StreamRequestHandler.wfile``: with bufsize 0 every write is a
+    sendall (as socketserver._SocketWriter); otherwise a BufferedWriter
+    over the connection. Writes with the GIL released, honouring the
+    socket's timeout; a signal handler runs during a long send."""
+
+    def __new__(cls, sock: Any, bufsize: int = 0) -> SocketWriter: ...
+    def write(self, b: Any) -> int: ...
+    def writelines(self, lines: Any) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def name(self) -> int: ...
+    def fileno(self) -> int: ...
+    def isatty(self) -> bool: ...
+    def readable(self) -> bool: ...
+    def writable(self) -> bool: ...
+    def seekable(self) -> bool: ...
+    def seek(self, *_args: Any) -> int: ...
+    def tell(self) -> int: ...
+    def truncate(self, *_args: Any) -> int: ...
+    def __enter__(self) -> SocketWriter: ...
+    def __exit__(self, *_args: Any) -> bool: ...

@@ -1,0 +1,135 @@
+"""The standard library's servers built on socketserver run on the Rust
+core after socketserver_rs.patch(), each in a fresh interpreter."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+PRELUDE = """
+import socketserver_rs
+socketserver_rs.patch()
+import socketserver
+assert socketserver is socketserver_rs
+import threading
+"""
+
+HTTP_SERVER = """
+import http.client, http.server, os, tempfile
+assert http.server.HTTPServer.__mro__[1] is socketserver_rs.TCPServer
+root = tempfile.mkdtemp()
+with open(os.path.join(root, "hello.txt"), "wb") as f:
+    f.write(b"hello from disk")
+
+class Handler(http.server.SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, directory=root, **kwargs)
+    def log_message(self, *args):
+        pass
+
+with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) as httpd:
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    conn = http.client.HTTPConnection(*httpd.server_address[:2], timeout=10)
+    for _ in range(3):  # keep-alive: three requests on one connection
+        conn.request("GET", "/hello.txt")
+        response = conn.getresponse()
+        assert response.status == 200, response.status
+        assert response.read() == b"hello from disk"
+    conn.request("GET", "/missing")
+    response = conn.getresponse()
+    assert response.status == 404
+    response.read()
+    conn.close()
+    httpd.shutdown()
+print("served")
+"""
+
+XMLRPC_SERVER = """
+import xmlrpc.client, xmlrpc.server
+from xmlrpc.server import SimpleXMLRPCRequestHandler
+
+class Quiet(SimpleXMLRPCRequestHandler):
+    def log_message(self, *args):
+        pass
+
+with xmlrpc.server.SimpleXMLRPCServer(("127.0.0.1", 0), requestHandler=Quiet) as server:
+    assert isinstance(server, socketserver_rs.TCPServer)
+    server.register_function(lambda a, b: a + b, "add")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host, port = server.server_address[:2]
+    proxy = xmlrpc.client.ServerProxy(f"http://{host}:{port}/")
+    assert proxy.add(2, 3) == 5
+    assert proxy.add("a", "b") == "ab"
+    server.shutdown()
+print("served")
+"""
+
+WSGIREF_SERVER = """
+import urllib.request
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+def app(environ, start_response):
+    body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"got " + body]
+
+class Quiet(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+with make_server("127.0.0.1", 0, app, handler_class=Quiet) as httpd:
+    assert isinstance(httpd, socketserver_rs.TCPServer)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = "http://127.0.0.1:%d/" % httpd.server_address[1]
+    with urllib.request.urlopen(url, data=b"payload", timeout=10) as response:
+        assert response.read() == b"got payload"
+    httpd.shutdown()
+print("served")
+"""
+
+LOGGING_LISTEN = """
+import json, logging, logging.config, socket, struct
+listener = logging.config.listen(0)
+listener.start()
+listener.ready.wait(10)
+config = {"version": 1, "loggers": {"from-socket": {"level": "WARNING"}}}
+payload = json.dumps(config).encode()
+with socket.create_connection(("localhost", listener.port), timeout=10) as client:
+    client.sendall(struct.pack(">L", len(payload)) + payload)
+deadline = __import__("time").monotonic() + 10
+while logging.getLogger("from-socket").level != logging.WARNING:
+    assert __import__("time").monotonic() < deadline, "configuration never applied"
+    __import__("time").sleep(0.01)
+logging.config.stopListening()
+listener.join(10)
+assert not listener.is_alive()
+print("served")
+"""
+
+
+@pytest.mark.parametrize(
+    "program",
+    [HTTP_SERVER, XMLRPC_SERVER, WSGIREF_SERVER, LOGGING_LISTEN],
+    ids=["http.server", "xmlrpc.server", "wsgiref", "logging.config.listen"],
+)
+def test_stdlib_server_runs_on_the_core(program):
+    code = textwrap.dedent(PRELUDE) + textwrap.dedent(program)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "served"
+
+
+def test_patch_after_http_server_warns():
+    code = "import http.server, socketserver_rs, warnings\nsocketserver_rs.patch()\n"
+    result = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "http.server" in result.stderr and "RuntimeWarning" in result.stderr
