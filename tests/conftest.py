@@ -7,6 +7,7 @@ import socketserver
 import threading
 
 import pytest
+
 import socketserver_rs
 
 MODULES = {"socketserver": socketserver, "socketserver_rs": socketserver_rs}

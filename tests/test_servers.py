@@ -9,7 +9,6 @@ import threading
 import time
 
 import pytest
-import socketserver_rs
 from conftest import (
     IO_TIMEOUT,
     Serving,
@@ -25,6 +24,8 @@ from conftest import (
     request,
     stream_request,
 )
+
+import socketserver_rs
 
 pytestmark = pytest.mark.timeout(30)
 

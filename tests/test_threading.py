@@ -6,7 +6,6 @@ import threading
 import time
 
 import pytest
-import socketserver_rs
 from conftest import (
     IO_TIMEOUT,
     address_for,
@@ -17,6 +16,8 @@ from conftest import (
     request,
     stream_request,
 )
+
+import socketserver_rs
 
 pytestmark = pytest.mark.timeout(30)
 
