@@ -157,7 +157,8 @@ def server_argv(spec):
     if impl == "uvloop":
         return [PYTHON, SERVERS, "uvloop", "--proto", what]
     server_class, handler = what
-    return [PYTHON, SERVERS, "serve", "--impl", impl, "--server", server_class, "--handler", handler]
+    return [PYTHON, SERVERS, "serve", "--impl", impl, "--server", server_class,
+            "--handler", handler]
 
 
 def loadgen(command, port, options, budget, on_line=None):
@@ -460,7 +461,10 @@ def parse_wrk(text):
 
 def run_http(cfg, results):
     log("== http.server under wrk -c16")
-    modes = [("HTTP/1.1 keep-alive", []), ("HTTP/1.0 Connection: close", ["-H", "Connection: close"])]
+    modes = [
+        ("HTTP/1.1 keep-alive", []),
+        ("HTTP/1.0 Connection: close", ["-H", "Connection: close"]),
+    ]
     for mode, extra in modes:
         runs = {impl: [] for impl in ("std", "rs")}
         for _ in range(cfg.runs):
@@ -617,7 +621,9 @@ def render(results, cfg):
 
     if results["idle"]:
         std_rss = next((r["held_kib"] for r in results["idle"] if r["spec"] == STD_TTCP), math.nan)
-        rust_rss = next((r["held_kib"] for r in results["idle"] if r["spec"][0] == "rust"), math.nan)
+        rust_rss = next(
+            (r["held_kib"] for r in results["idle"] if r["spec"][0] == "rust"), math.nan
+        )
         rows = [
             [r["label"], f"{r['before_kib'] / 1024:.1f}", f"{r['held_kib'] / 1024:.1f}",
              f"{r['held']}/{r['held'] + r['errors']}", f"{r['open_s']:.2f}",
