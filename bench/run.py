@@ -63,9 +63,9 @@ def setup(args):
             [PYTHON, "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", ROOT],
             env=env,
         )
-    have_uvloop = subprocess.run(
-        [PYTHON, "-c", "import uvloop"], capture_output=True
-    ).returncode == 0
+    have_uvloop = (
+        subprocess.run([PYTHON, "-c", "import uvloop"], capture_output=True).returncode == 0
+    )
     if not have_uvloop:
         run_checked([PYTHON, "-m", "pip", "install", "-q", "uvloop"])
     run_checked(["cargo", "build", "--release", "-q", "--manifest-path", LOADGEN_MANIFEST])
@@ -157,8 +157,17 @@ def server_argv(spec):
     if impl == "uvloop":
         return [PYTHON, SERVERS, "uvloop", "--proto", what]
     server_class, handler = what
-    return [PYTHON, SERVERS, "serve", "--impl", impl, "--server", server_class,
-            "--handler", handler]
+    return [
+        PYTHON,
+        SERVERS,
+        "serve",
+        "--impl",
+        impl,
+        "--server",
+        server_class,
+        "--handler",
+        handler,
+    ]
 
 
 def loadgen(command, port, options, budget, on_line=None):
@@ -175,7 +184,7 @@ def loadgen(command, port, options, budget, on_line=None):
     try:
         for line in proc.stdout:
             if line.startswith("RESULT "):
-                result = json.loads(line[len("RESULT "):])
+                result = json.loads(line[len("RESULT ") :])
             if on_line is not None:
                 on_line(line.strip(), proc)
         proc.wait()
@@ -420,11 +429,22 @@ def run_burst(cfg, results):
 def run_shutdown(cfg, results):
     log("== shutdown() latency")
     for impl in ("std", "rs"):
-        argv = ["taskset", "-c", SERVER_CPU, PYTHON, SERVERS, "shutdown", "--impl", impl,
-                "--tries", cfg.shutdown_tries]
+        argv = [
+            "taskset",
+            "-c",
+            SERVER_CPU,
+            PYTHON,
+            SERVERS,
+            "shutdown",
+            "--impl",
+            impl,
+            "--tries",
+            cfg.shutdown_tries,
+        ]
         try:
-            out = subprocess.run([str(a) for a in argv], capture_output=True, text=True,
-                                 timeout=120, check=True).stdout
+            out = subprocess.run(
+                [str(a) for a in argv], capture_output=True, text=True, timeout=120, check=True
+            ).stdout
         except (subprocess.SubprocessError, OSError) as err:
             log(f"   {impl}: FAILED: {err}")
             continue
@@ -475,12 +495,22 @@ def run_http(cfg, results):
                     log(f"   {impl}: FAILED: {err}")
                     continue
                 try:
-                    argv = ["taskset", "-c", LOADGEN_CPU, "wrk", "-t1", "-c16",
-                            f"-d{cfg.wrk_seconds}s", "--latency", *extra,
-                            f"http://127.0.0.1:{server.port}/"]
+                    argv = [
+                        "taskset",
+                        "-c",
+                        LOADGEN_CPU,
+                        "wrk",
+                        "-t1",
+                        "-c16",
+                        f"-d{cfg.wrk_seconds}s",
+                        "--latency",
+                        *extra,
+                        f"http://127.0.0.1:{server.port}/",
+                    ]
                     before = cpu_seconds(server.pid)
-                    out = subprocess.run(argv, capture_output=True, text=True,
-                                         timeout=cfg.wrk_seconds + 60).stdout
+                    out = subprocess.run(
+                        argv, capture_output=True, text=True, timeout=cfg.wrk_seconds + 60
+                    ).stdout
                     cpu = cpu_seconds(server.pid) - before
                 finally:
                     server.stop()
@@ -596,8 +626,21 @@ def render(results, cfg):
         "ThreadingTCPServer / UDPServer; bulk: its plain recv/sendall), vs rust = the pure "
         "Rust server. CPU = server utime+stime per request (bulk: per MiB)."
     )
-    header = ["server", "req/s", "vs std", "vs rust", "p50 µs", "vs std", "vs rust",
-              "p99 µs", "vs std", "vs rust", "CPU µs/req", "vs std", "vs rust"]
+    header = [
+        "server",
+        "req/s",
+        "vs std",
+        "vs rust",
+        "p50 µs",
+        "vs std",
+        "vs rust",
+        "p99 µs",
+        "vs std",
+        "vs rust",
+        "CPU µs/req",
+        "vs std",
+        "vs rust",
+    ]
     for workload in results["timed"]:
         rows = []
         for row in workload["rows"]:
@@ -625,24 +668,53 @@ def render(results, cfg):
             (r["held_kib"] for r in results["idle"] if r["spec"][0] == "rust"), math.nan
         )
         rows = [
-            [r["label"], f"{r['before_kib'] / 1024:.1f}", f"{r['held_kib'] / 1024:.1f}",
-             f"{r['held']}/{r['held'] + r['errors']}", f"{r['open_s']:.2f}",
-             fmt_ratio(better(r["held_kib"], std_rss, False)),
-             fmt_ratio(better(r["held_kib"], rust_rss, False))]
+            [
+                r["label"],
+                f"{r['before_kib'] / 1024:.1f}",
+                f"{r['held_kib'] / 1024:.1f}",
+                f"{r['held']}/{r['held'] + r['errors']}",
+                f"{r['open_s']:.2f}",
+                fmt_ratio(better(r["held_kib"], std_rss, False)),
+                fmt_ratio(better(r["held_kib"], rust_rss, False)),
+            ]
             for r in results["idle"]
         ]
         out.append("\n### 1,000 idle keep-alive connections (server RSS, one run)\n")
-        out.append(markdown_table(["server", "RSS before MiB", "RSS with 1,000 MiB",
-                                   "echoed", "open s", "vs std", "vs rust"], rows))
+        out.append(
+            markdown_table(
+                [
+                    "server",
+                    "RSS before MiB",
+                    "RSS with 1,000 MiB",
+                    "echoed",
+                    "open s",
+                    "vs std",
+                    "vs rust",
+                ],
+                rows,
+            )
+        )
     if results["burst"]:
-        rows = [[r["label"], f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", f"{r['max_ms']:.1f}",
-                 f"{r['ok']}/{r['ok'] + r['errors']}"] for r in results["burst"]]
-        out.append(f"\n### burst of 64 simultaneous connects, {cfg.burst_rounds} bursts, "
-                   "connect-to-reply, default settings\n")
+        rows = [
+            [
+                r["label"],
+                f"{r['p50_ms']:.1f}",
+                f"{r['p99_ms']:.1f}",
+                f"{r['max_ms']:.1f}",
+                f"{r['ok']}/{r['ok'] + r['errors']}",
+            ]
+            for r in results["burst"]
+        ]
+        out.append(
+            f"\n### burst of 64 simultaneous connects, {cfg.burst_rounds} bursts, "
+            "connect-to-reply, default settings\n"
+        )
         out.append(markdown_table(["server", "p50 ms", "p99 ms", "max ms", "replies"], rows))
     if results["shutdown"]:
-        rows = [[r["label"], f"{r['median_ms']:.2f}", f"{r['p99_ms']:.2f}", r["tries"]]
-                for r in results["shutdown"]]
+        rows = [
+            [r["label"], f"{r['median_ms']:.2f}", f"{r['p99_ms']:.2f}", r["tries"]]
+            for r in results["shutdown"]
+        ]
         out.append("\n### shutdown() of a serving ThreadingTCPServer, default poll_interval\n")
         out.append(markdown_table(["module", "median ms", "p99 ms", "tries"], rows))
     if results["http"]:
@@ -654,16 +726,28 @@ def render(results, cfg):
                 runs = entry["runs"][impl]
                 rps, rps_spread = med(runs, "rps")
                 cpu, cpu_spread = med(runs, "cpu")
-                rows.append([
-                    entry["mode"], "socketserver" if impl == "std" else "socketserver_rs",
-                    fmt_spread(rps, rps_spread), fmt_ratio(better(rps, std_rps, True)),
-                    fmt_num(med(runs, "p50")[0]), fmt_num(med(runs, "p99")[0]),
-                    fmt_spread(cpu, cpu_spread), fmt_ratio(better(cpu, std_cpu, False)),
-                ])
-        out.append(f"\n### http.server ThreadingHTTPServer, 2-byte 200, wrk -t1 -c16 "
-                   f"-d{cfg.wrk_seconds}s (median of {cfg.runs})\n")
-        out.append(markdown_table(["mode", "server", "req/s", "vs std", "p50 µs", "p99 µs",
-                                   "CPU µs/req", "vs std"], rows))
+                rows.append(
+                    [
+                        entry["mode"],
+                        "socketserver" if impl == "std" else "socketserver_rs",
+                        fmt_spread(rps, rps_spread),
+                        fmt_ratio(better(rps, std_rps, True)),
+                        fmt_num(med(runs, "p50")[0]),
+                        fmt_num(med(runs, "p99")[0]),
+                        fmt_spread(cpu, cpu_spread),
+                        fmt_ratio(better(cpu, std_cpu, False)),
+                    ]
+                )
+        out.append(
+            f"\n### http.server ThreadingHTTPServer, 2-byte 200, wrk -t1 -c16 "
+            f"-d{cfg.wrk_seconds}s (median of {cfg.runs})\n"
+        )
+        out.append(
+            markdown_table(
+                ["mode", "server", "req/s", "vs std", "p50 µs", "p99 µs", "CPU µs/req", "vs std"],
+                rows,
+            )
+        )
     out.append("\n### targets\n")
     out.append(markdown_table(["target", "measured", "result"], targets(results, summary)))
     return "\n".join(out)
@@ -701,48 +785,70 @@ def targets(results, summary):
     cp_std, cp_rs = get(conn, STD_TTCP), get(conn, RS_TTCP)
     cp_uv, cp_rust = get(conn, UVLOOP_TCP), get(conn, RUST_TCP)
     r, r2 = better(cp_rs, cp_std, False), cp_rs / cp_rust
-    check("conn/request CPU/req ≥2.5x better than stdlib (or within 1.15x of pure Rust)",
-          f"{fmt_ratio(r)} vs std, {r2:.2f}x of rust", r >= 2.5 or r2 <= 1.15)
+    check(
+        "conn/request CPU/req ≥2.5x better than stdlib (or within 1.15x of pure Rust)",
+        f"{fmt_ratio(r)} vs std, {r2:.2f}x of rust",
+        r >= 2.5 or r2 <= 1.15,
+    )
     r = better(cp_rs, cp_uv, False)
     check("conn/request CPU/req better than uvloop", fmt_ratio(r), r > 1)
 
     for server_class, need in (("ThreadingUDPServer", 7.0), ("UDPServer", 1.5)):
-        r = better(get(udp, ("rs", (server_class, "udp"))),
-                   get(udp, ("std", (server_class, "udp"))), False)
+        r = better(
+            get(udp, ("rs", (server_class, "udp"))), get(udp, ("std", (server_class, "udp"))), False
+        )
         check(f"{server_class} CPU/req ≥{need:g}x better than stdlib", fmt_ratio(r), r >= need)
 
     http = {e["mode"]: e for e in results["http"]}
     for mode, need in (("HTTP/1.1 keep-alive", 50.0), ("HTTP/1.0 Connection: close", 1.5)):
         if mode in http:
-            r = better(med(http[mode]["runs"]["rs"], "rps")[0],
-                       med(http[mode]["runs"]["std"], "rps")[0], True)
+            r = better(
+                med(http[mode]["runs"]["rs"], "rps")[0],
+                med(http[mode]["runs"]["std"], "rps")[0],
+                True,
+            )
             check(f"http.server {mode} req/s ≥{need:g}x stdlib", fmt_ratio(r), r >= need)
         else:
             check(f"http.server {mode} req/s ≥{need:g}x stdlib", None, False)
 
     rs_shutdown = next((r["median_ms"] for r in results["shutdown"] if r["impl"] == "rs"), None)
-    check("shutdown() median ≤2 ms", None if rs_shutdown is None else f"{rs_shutdown:.2f} ms",
-          rs_shutdown is not None and rs_shutdown <= 2)
+    check(
+        "shutdown() median ≤2 ms",
+        None if rs_shutdown is None else f"{rs_shutdown:.2f} ms",
+        rs_shutdown is not None and rs_shutdown <= 2,
+    )
 
     idle = {tuple_spec(r["spec"]): r for r in results["idle"]}
     std_idle, rs_idle = idle.get(tuple_spec(STD_TTCP)), idle.get(tuple_spec(RS_TTCP))
     if std_idle and rs_idle:
         ok = rs_idle["held"] == 1000 and rs_idle["held_kib"] <= std_idle["held_kib"]
-        check("RSS with 1,000 idle keep-alive conns ≤ stdlib's",
-              f"{rs_idle['held_kib'] / 1024:.1f} vs {std_idle['held_kib'] / 1024:.1f} MiB", ok)
+        check(
+            "RSS with 1,000 idle keep-alive conns ≤ stdlib's",
+            f"{rs_idle['held_kib'] / 1024:.1f} vs {std_idle['held_kib'] / 1024:.1f} MiB",
+            ok,
+        )
     else:
-        check("RSS with 1,000 idle keep-alive conns ≤ stdlib's",
-              math.nan if results["idle"] else None, False)
+        check(
+            "RSS with 1,000 idle keep-alive conns ≤ stdlib's",
+            math.nan if results["idle"] else None,
+            False,
+        )
 
     plain = get(bulk, ("std", ("ThreadingTCPServer", "bulk-plain")), "rps")
     files = get(bulk, ("rs", ("ThreadingTCPServer", "bulk-files")), "rps")
-    check("bulk through rfile/wfile MiB/s ≥ stdlib plain recv/sendall",
-          f"{fmt_num(files)} vs {fmt_num(plain)} MiB/s", files >= plain)
+    check(
+        "bulk through rfile/wfile MiB/s ≥ stdlib plain recv/sendall",
+        f"{fmt_num(files)} vs {fmt_num(plain)} MiB/s",
+        files >= plain,
+    )
 
     rs_burst = next((r for r in results["burst"] if r["spec"] == RS_TTCP), None)
     if rs_burst:
-        check("burst of 64 connects p99 < 100 ms", f"{rs_burst['p99_ms']:.1f} ms",
-              rs_burst["p99_ms"] < 100 and rs_burst["errors"] == 0)
+        check(
+            "burst of 64 connects p99 < 100 ms",
+            f"{rs_burst['p99_ms']:.1f} ms",
+            rs_burst["p99_ms"] < 100 and rs_burst["errors"] == 0,
+        )
     else:
         check("burst of 64 connects p99 < 100 ms", math.nan if results["burst"] else None, False)
     return rows
@@ -755,13 +861,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter cells (~2 minutes)")
     parser.add_argument("--no-wrk", action="store_true", help="skip the http.server/wrk part")
-    parser.add_argument("--no-install", action="store_true",
-                        help="use the bench venv's installed package as it is")
+    parser.add_argument(
+        "--no-install", action="store_true", help="use the bench venv's installed package as it is"
+    )
     parser.add_argument("--runs", type=int, help="runs per cell (default 3)")
     parser.add_argument("--duration", type=float, help="measured seconds per cell")
     parser.add_argument("--only", help="comma-separated parts: timed,idle,burst,shutdown,http")
-    parser.add_argument("--json", type=Path, default=BUILD / "bench-results.json",
-                        help="where to write the raw results")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=BUILD / "bench-results.json",
+        help="where to write the raw results",
+    )
     cfg = parser.parse_args()
     quick = cfg.quick
     cfg.runs = cfg.runs or 3
@@ -778,8 +889,13 @@ def main():
     setup(cfg)
     results = {"timed": [], "idle": [], "burst": [], "shutdown": [], "http": []}
     began = time.monotonic()
-    steps = [("timed", run_timed_workloads), ("idle", run_idle), ("burst", run_burst),
-             ("shutdown", run_shutdown), ("http", run_http)]
+    steps = [
+        ("timed", run_timed_workloads),
+        ("idle", run_idle),
+        ("burst", run_burst),
+        ("shutdown", run_shutdown),
+        ("http", run_http),
+    ]
     for name, step in steps:
         if name in parts:
             step(cfg, results)

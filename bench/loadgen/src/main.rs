@@ -120,9 +120,7 @@ fn percentile_us(sorted_ns: &[u64], p: f64) -> f64 {
 }
 
 fn line(size: usize) -> Vec<u8> {
-    let mut line: Vec<u8> = (0..size.max(1))
-        .map(|i| b'a' + (i % 26) as u8)
-        .collect();
+    let mut line: Vec<u8> = (0..size.max(1)).map(|i| b'a' + (i % 26) as u8).collect();
     *line.last_mut().unwrap() = b'\n';
     line
 }
