@@ -623,3 +623,25 @@ def test_bad_arguments_like_stdlib(name):
             assert got[2], "an empty message where the standard library has one"
     else:
         assert got == expected
+
+
+# --------------------------------------------------------------------------
+# 1. descriptor exhaustion
+
+
+def test_descriptor_exhaustion_backs_off_and_recovers():
+    ours = run_script("fd_exhaustion.py", "--seconds", "2")
+    stdlib = run_script("fd_exhaustion.py", "--seconds", "2", "--module", "socketserver")
+    # For contrast only: the standard library retries accept() at once.
+    print(f"CPU while out of descriptors: ours {ours['cpu_fraction']:.1%}, ", end="")
+    print(f"socketserver {stdlib['cpu_fraction']:.1%}")
+    assert ours["_returncode"] == 0, ours["_stderr"]
+    assert ours["cpu_fraction"] < 0.20
+    levels = [level for level, _ in ours["log"]]
+    assert ours["warnings_during"] == 1, ours["log"]
+    assert levels.count("WARNING") == 1, ours["log"]
+    assert "Too many open files" in ours["log"][0][1]
+    # Once accepts succeed again: one INFO line.
+    assert levels.count("INFO") == 1, ours["log"]
+    assert ours["reply_ok"], ours
+    assert ours["served_after_s"] < 1.0
