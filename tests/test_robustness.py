@@ -645,3 +645,24 @@ def test_descriptor_exhaustion_backs_off_and_recovers():
     assert levels.count("INFO") == 1, ours["log"]
     assert ours["reply_ok"], ours
     assert ours["served_after_s"] < 1.0
+
+
+# --------------------------------------------------------------------------
+# 2. no leaks
+
+
+def test_no_leaks_after_mixed_connections():
+    result = run_script("leak_soak.py", "--connections", "2000")
+    assert result["client_errors"] == 0, result["first_errors"]
+    # Every kind of failure happened and reached handle_error.
+    assert set(result["handler_errors"]) >= {"ValueError", "ConnectionResetError", "TimeoutError"}
+    assert result["settled"], result
+    base, now = result["fds"]
+    assert now == base, f"{now - base} descriptors leaked"
+    assert result["workers_left"] == 0, "idle workers did not retire"
+    base, now = result["threads"]
+    assert now == base
+    base, now = result["threads_after_close"]
+    assert now == base
+    assert result["rss_growth"] < 0.10
+    assert result["_returncode"] == 0, result["_stderr"]
