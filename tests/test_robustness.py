@@ -666,3 +666,21 @@ def test_no_leaks_after_mixed_connections():
     assert now == base
     assert result["rss_growth"] < 0.10
     assert result["_returncode"] == 0, result["_stderr"]
+
+
+# --------------------------------------------------------------------------
+# 4. forking
+
+
+def test_forking_servers_respect_max_children_and_leave_no_zombies():
+    result = run_script("fork_soak.py", "--requests", "300", "--max-children", "5")
+    for kind in ("tcp", "udp"):
+        r = result[kind]
+        assert r["failed"] == 0, (kind, r["first_failures"])
+        assert r["handled"] >= r["requests"]
+        assert r["most_unreaped"] <= 5, kind
+        assert r["most_running"] <= 5, kind
+        assert r["most_running"] >= 2, f"{kind}: no concurrency, the bound was not exercised"
+        assert r["children_left"] == [], kind
+        assert r["waitpid"] is None, f"{kind}: waitpid(-1, WNOHANG) found a child"
+    assert result["_returncode"] == 0, result["_stderr"]
