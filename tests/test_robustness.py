@@ -684,3 +684,25 @@ def test_forking_servers_respect_max_children_and_leave_no_zombies():
         assert r["children_left"] == [], kind
         assert r["waitpid"] is None, f"{kind}: waitpid(-1, WNOHANG) found a child"
     assert result["_returncode"] == 0, result["_stderr"]
+
+
+# --------------------------------------------------------------------------
+# 7. soak
+
+
+def test_soak_mixed_load():
+    result = run_script("soak.py", "--seconds", "10", timeout=60)
+    print(
+        f"soak: {result['tcp_keepalive']} keep-alive and {result['tcp_per_connection']} "
+        f"per-connection TCP requests, UDP {result['udp_sent']} sent, "
+        f"{result['udp_lost']} lost ({result['udp_loss_rate']}), "
+        f"slowest TCP reply {result['tcp_slowest_s']} s"
+    )
+    assert result["tcp_errors"] == 0, result["first_errors"]
+    assert result["tcp_keepalive"] > 0
+    # A new connection is served while keep-alive connections stay open.
+    assert result["tcp_per_connection"] > 100
+    assert result["tcp_slow"] == 0, f"slowest TCP reply took {result['tcp_slowest_s']} s"
+    assert result["udp_sent"] > 0
+    assert isinstance(result["udp_lost"], int) and result["udp_loss_rate"] is not None
+    assert result["_returncode"] == 0, result["_stderr"]
