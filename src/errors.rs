@@ -33,3 +33,14 @@ pub fn socket_timeout(py: Python<'_>) -> PyErr {
         Err(err) => err,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::strerror;
+
+    #[test]
+    fn strerror_is_the_plain_message() {
+        assert_eq!(strerror(libc::ECONNRESET), "Connection reset by peer");
+        assert!(!strerror(libc::EBADF).contains("os error"));
+    }
+}

@@ -174,3 +174,45 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_reuse, m)?)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::mem::MaybeUninit;
+    use std::net::{SocketAddr, TcpStream, UdpSocket};
+    use std::os::fd::AsRawFd;
+
+    use socket2::{Domain, Socket, Type};
+
+    use super::{accept, recv_from, with_socket};
+
+    #[test]
+    fn accept_hands_over_a_connection_with_tcp_nodelay() {
+        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        listener
+            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        listener.listen(8).unwrap();
+        let address = listener.local_addr().unwrap().as_socket().unwrap();
+        let client = TcpStream::connect(address).unwrap();
+        let (fd, peer) = accept(listener.as_raw_fd(), true).unwrap();
+        assert_eq!(peer.as_socket().unwrap(), client.local_addr().unwrap());
+        assert!(with_socket(fd, |conn| conn.tcp_nodelay()).unwrap());
+        // SAFETY: the descriptor was accepted above and is owned here.
+        unsafe { libc::close(fd) };
+    }
+
+    #[test]
+    fn recv_from_reports_the_sender_and_never_blocks() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut buffer = [MaybeUninit::<u8>::uninit(); 16];
+        let err = recv_from(server.as_raw_fd(), &mut buffer).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+        client
+            .send_to(b"ping", server.local_addr().unwrap())
+            .unwrap();
+        let (len, sender) = recv_from(server.as_raw_fd(), &mut buffer).unwrap();
+        assert_eq!(len, 4);
+        assert_eq!(sender.as_socket().unwrap(), client.local_addr().unwrap());
+    }
+}

@@ -23,12 +23,66 @@ use crate::errors::os_error;
 /// `func(*args)`.
 type Job = (Py<PyAny>, Py<PyTuple>);
 
-/// `idle` counts workers minus unfinished jobs: a submit that finds it at 0
-/// needs a new worker, so no job ever waits for another to finish.
+/// The pool's bookkeeping. `idle` counts workers minus unfinished jobs: a
+/// job that finds it at 0 gets a new worker, so no job waits for another to
+/// finish, unless `max` workers already exist.
 #[derive(Default)]
 struct Counts {
     workers: usize,
     idle: usize,
+    max: Option<usize>,
+}
+
+impl Counts {
+    fn at_bound(&self) -> bool {
+        self.idle == 0 && self.max.is_some_and(|max| self.workers >= max)
+    }
+
+    /// Claim a worker for a job: Some(false) an idle one, Some(true) a new
+    /// one (counted already), None at the bound.
+    fn claim(&mut self) -> Option<bool> {
+        if self.idle > 0 {
+            self.idle -= 1;
+            Some(false)
+        } else if self.at_bound() {
+            None
+        } else {
+            self.workers += 1;
+            Some(true)
+        }
+    }
+
+    /// A worker finished its job; true if that freed a pool at its bound.
+    fn job_done(&mut self) -> bool {
+        let freed = self.at_bound();
+        self.idle += 1;
+        freed
+    }
+
+    /// A counted worker is gone without finishing a job (it could not
+    /// start, or its job raised); true if that freed a pool at its bound.
+    fn worker_lost(&mut self) -> bool {
+        let freed = self.at_bound();
+        self.workers = self.workers.saturating_sub(1);
+        freed
+    }
+
+    /// An idle worker timed out: it leaves if an idle slot is unclaimed
+    /// (one may be claimed by a job on its way).
+    fn retire_idle(&mut self) -> bool {
+        if self.idle == 0 {
+            return false;
+        }
+        self.idle -= 1;
+        self.workers -= 1;
+        true
+    }
+
+    /// An idle worker leaves because the queue closed.
+    fn leave_idle(&mut self) {
+        self.idle = self.idle.saturating_sub(1);
+        self.workers = self.workers.saturating_sub(1);
+    }
 }
 
 struct Shared {
@@ -37,8 +91,6 @@ struct Shared {
     /// Signalled whenever a worker becomes free.
     freed: Condvar,
     idle_timeout: Duration,
-    /// The bound on workers (`max_threads`), if any.
-    max_workers: Option<usize>,
     /// A byte arrives on the first of these when a worker of a pool at its
     /// bound becomes free, waking a serve loop that stopped accepting.
     free_slots: Option<(Socket, Socket)>,
@@ -49,10 +101,6 @@ impl Shared {
         self.counts
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
-    }
-
-    fn at_bound(&self, counts: &Counts) -> bool {
-        counts.idle == 0 && self.max_workers.is_some_and(|max| counts.workers >= max)
     }
 
     /// A worker became free (or left) while the pool was at its bound.
@@ -92,10 +140,12 @@ impl WorkerPool {
         Ok(Self {
             shared: Arc::new(Shared {
                 jobs,
-                counts: Mutex::new(Counts::default()),
+                counts: Mutex::new(Counts {
+                    max: max_workers.map(|max| max.max(1)),
+                    ..Counts::default()
+                }),
                 freed: Condvar::new(),
                 idle_timeout: Duration::from_secs_f64(idle_timeout.max(0.001)),
-                max_workers: max_workers.map(|max| max.max(1)),
                 free_slots,
             }),
             sender: Mutex::new(Some(sender)),
@@ -119,7 +169,7 @@ impl WorkerPool {
                     shared
                         .freed
                         .wait_timeout_while(counts, Duration::from_millis(100), |counts| {
-                            shared.at_bound(counts)
+                            counts.at_bound()
                         });
             });
             py.check_signals()?;
@@ -129,21 +179,18 @@ impl WorkerPool {
     /// Whether every worker is busy and no more may start.
     #[getter]
     pub fn is_full(&self) -> bool {
-        self.shared.at_bound(&self.shared.counts())
+        self.shared.counts().at_bound()
     }
 
     /// The bound on workers, if any.
     #[getter]
     fn max_workers(&self) -> Option<usize> {
-        self.shared.max_workers
+        self.shared.counts().max
     }
 
     /// A worker counted by `needs_worker()` could not be started.
     fn cancel_worker(&self) {
-        let mut counts = self.shared.counts();
-        let was_at_bound = self.shared.at_bound(&counts);
-        counts.workers = counts.workers.saturating_sub(1);
-        if was_at_bound {
+        if self.shared.counts().worker_lost() {
             self.shared.announce_free_slot();
         }
     }
@@ -216,16 +263,7 @@ impl WorkerPool {
 impl WorkerPool {
     /// `needs_worker()` without waiting: None at the bound.
     pub fn try_claim(&self) -> Option<bool> {
-        let mut counts = self.shared.counts();
-        if counts.idle > 0 {
-            counts.idle -= 1;
-            Some(false)
-        } else if self.shared.at_bound(&counts) {
-            None
-        } else {
-            counts.workers += 1;
-            Some(true)
-        }
+        self.shared.counts().claim()
     }
 
     /// Readable when a worker of a pool at its bound became free (-1: no bound).
@@ -277,13 +315,8 @@ impl Worker {
     /// The next job `(func, args)`, waiting with the GIL released; None when
     /// the worker should leave (idle too long, or the pool closed).
     fn take(&self, py: Python<'_>) -> Option<Job> {
-        if self.busy.swap(false, Ordering::AcqRel) {
-            let mut counts = self.shared.counts();
-            let was_at_bound = self.shared.at_bound(&counts);
-            counts.idle += 1;
-            if was_at_bound {
-                self.shared.announce_free_slot();
-            }
+        if self.busy.swap(false, Ordering::AcqRel) && self.shared.counts().job_done() {
+            self.shared.announce_free_slot();
         }
         loop {
             let shared = &self.shared;
@@ -293,18 +326,12 @@ impl Worker {
                     return Some(job);
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    let mut counts = shared.counts();
-                    // Every idle slot may be claimed by a job on its way.
-                    if counts.idle > 0 {
-                        counts.idle -= 1;
-                        counts.workers -= 1;
+                    if shared.counts().retire_idle() {
                         return None;
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    let mut counts = shared.counts();
-                    counts.idle = counts.idle.saturating_sub(1);
-                    counts.workers = counts.workers.saturating_sub(1);
+                    shared.counts().leave_idle();
                     return None;
                 }
             }
@@ -314,13 +341,8 @@ impl Worker {
     /// The thread is ending; if a job escaped with an exception, the worker
     /// that ran it is gone.
     fn exit(&self) {
-        if self.busy.swap(false, Ordering::AcqRel) {
-            let mut counts = self.shared.counts();
-            let was_at_bound = self.shared.at_bound(&counts);
-            counts.workers = counts.workers.saturating_sub(1);
-            if was_at_bound {
-                self.shared.announce_free_slot();
-            }
+        if self.busy.swap(false, Ordering::AcqRel) && self.shared.counts().worker_lost() {
+            self.shared.announce_free_slot();
         }
     }
 }
@@ -328,4 +350,86 @@ impl Worker {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<WorkerPool>()?;
     m.add_class::<Worker>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Counts;
+
+    fn bounded(max: usize) -> Counts {
+        Counts {
+            max: Some(max),
+            ..Counts::default()
+        }
+    }
+
+    #[test]
+    fn a_job_gets_a_new_worker_when_none_is_idle() {
+        let mut counts = Counts::default();
+        assert_eq!(counts.claim(), Some(true));
+        assert_eq!(counts.claim(), Some(true));
+        assert_eq!((counts.workers, counts.idle), (2, 0));
+    }
+
+    #[test]
+    fn a_finished_worker_is_reused() {
+        let mut counts = Counts::default();
+        assert_eq!(counts.claim(), Some(true));
+        counts.job_done();
+        assert_eq!(counts.claim(), Some(false));
+        assert_eq!((counts.workers, counts.idle), (1, 0));
+    }
+
+    #[test]
+    fn the_bound_is_never_exceeded_and_frees_on_job_done() {
+        let mut counts = bounded(2);
+        assert_eq!(counts.claim(), Some(true));
+        assert_eq!(counts.claim(), Some(true));
+        assert!(counts.at_bound());
+        assert_eq!(counts.claim(), None);
+        assert!(counts.job_done(), "finishing at the bound frees a slot");
+        assert!(!counts.at_bound());
+        assert_eq!(counts.claim(), Some(false));
+        assert_eq!(counts.workers, 2);
+    }
+
+    #[test]
+    fn a_lost_worker_frees_its_place() {
+        let mut counts = bounded(1);
+        assert_eq!(counts.claim(), Some(true));
+        assert!(counts.worker_lost());
+        assert_eq!((counts.workers, counts.idle), (0, 0));
+        assert_eq!(counts.claim(), Some(true));
+    }
+
+    #[test]
+    fn an_idle_worker_retires_only_if_its_slot_is_unclaimed() {
+        let mut counts = Counts::default();
+        assert_eq!(counts.claim(), Some(true));
+        counts.job_done();
+        assert_eq!(
+            counts.claim(),
+            Some(false),
+            "a job is on its way to the idle worker"
+        );
+        assert!(!counts.retire_idle());
+        counts.job_done();
+        assert!(counts.retire_idle());
+        assert_eq!((counts.workers, counts.idle), (0, 0));
+    }
+
+    #[test]
+    fn idle_workers_leave_when_the_queue_closes() {
+        let mut counts = Counts::default();
+        for _ in 0..3 {
+            assert_eq!(counts.claim(), Some(true));
+        }
+        for _ in 0..3 {
+            counts.job_done();
+        }
+        for _ in 0..3 {
+            counts.leave_idle();
+        }
+        assert_eq!((counts.workers, counts.idle), (0, 0));
+    }
 }

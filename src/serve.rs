@@ -366,3 +366,45 @@ pub fn readable_now(fd: RawFd) -> bool {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ServeLoop>()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use socket2::{Domain, Socket, Type};
+
+    use super::{is_resource_exhaustion, poll_two, readable_now};
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn poll_reports_the_listener_and_the_wake_descriptor_apart() {
+        let (a, b) = Socket::pair(Domain::UNIX, Type::STREAM, None).unwrap();
+        let (wake_read, wake_write) = Socket::pair(Domain::UNIX, Type::STREAM, None).unwrap();
+        let (listener, woken) =
+            poll_two(a.as_raw_fd(), wake_read.as_raw_fd(), Duration::ZERO).unwrap();
+        assert_eq!((listener, woken), (0, false));
+        wake_write.send(&[1]).unwrap();
+        let (listener, woken) =
+            poll_two(a.as_raw_fd(), wake_read.as_raw_fd(), Duration::ZERO).unwrap();
+        assert_eq!((listener, woken), (0, true));
+        b.send(b"x").unwrap();
+        assert!(readable_now(a.as_raw_fd()));
+    }
+
+    #[test]
+    fn poll_waits_out_its_timeout() {
+        let (a, _b) = Socket::pair(Domain::UNIX, Type::STREAM, None).unwrap();
+        let started = Instant::now();
+        let (listener, woken) = poll_two(a.as_raw_fd(), -1, Duration::from_millis(30)).unwrap();
+        assert_eq!((listener, woken), (0, false));
+        assert!(started.elapsed() >= Duration::from_millis(25));
+    }
+
+    #[test]
+    fn only_resource_errors_back_off() {
+        assert!(is_resource_exhaustion(libc::EMFILE));
+        assert!(is_resource_exhaustion(libc::ENFILE));
+        assert!(!is_resource_exhaustion(libc::ECONNABORTED));
+        assert!(!is_resource_exhaustion(libc::EAGAIN));
+    }
+}

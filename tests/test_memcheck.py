@@ -1,0 +1,23 @@
+"""The core runs clean under valgrind's memcheck (the short form of
+bench/memcheck.py: the core's unit tests and the stream I/O suite)."""
+
+import pathlib
+import shutil
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def test_no_memory_errors_in_the_core():
+    assert shutil.which("valgrind"), "valgrind is required (Debian: apt-get install valgrind)"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "memcheck.py")],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    assert "pytest under memcheck: exit 0, 0 core errors" in result.stdout
+    assert "core unit tests under memcheck: exit 0, 0 core errors" in result.stdout
