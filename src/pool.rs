@@ -213,7 +213,7 @@ impl WorkerPool {
     fn worker(&self) -> Worker {
         Worker {
             shared: Arc::clone(&self.shared),
-            busy: AtomicBool::new(true),
+            busy: AtomicBool::new(false),
         }
     }
 
@@ -306,7 +306,7 @@ impl WorkerPool {
 #[pyclass(frozen, module = "socketserver_rs._core")]
 pub struct Worker {
     shared: Arc<Shared>,
-    /// Running a job (a new worker starts with the job it was claimed for).
+    /// Running a job taken from the queue.
     busy: AtomicBool,
 }
 

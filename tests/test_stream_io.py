@@ -15,6 +15,7 @@ import threading
 import time
 
 import pytest
+
 from socketserver_rs import _core
 
 BUFSIZES = [-1, 0, 1, 5, 64, 8192]

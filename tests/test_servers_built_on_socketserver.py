@@ -1,5 +1,6 @@
-"""The standard library's servers built on socketserver run on the Rust
-core after socketserver_rs.patch(), each in a fresh interpreter."""
+"""Servers built on socketserver (the standard library's, werkzeug's
+development server, dnslib's DNS server) run on the Rust core after
+socketserver_rs.patch(), each in a fresh interpreter."""
 
 import subprocess
 import sys
@@ -109,10 +110,64 @@ print("served")
 """
 
 
+WERKZEUG = """
+import urllib.request
+from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.wrappers import Request, Response
+
+@Request.application
+def app(request):
+    return Response("hello " + request.args.get("name", ""))
+
+class Quiet(WSGIRequestHandler):
+    def log(self, *args):
+        pass
+
+for threaded, processes in ((True, 1), (False, 1), (False, 2)):
+    server = make_server(
+        "127.0.0.1", 0, app, threaded=threaded, processes=processes, request_handler=Quiet
+    )
+    assert isinstance(server, socketserver_rs.TCPServer)
+    serving = threading.Thread(target=server.serve_forever)
+    serving.start()
+    for name in ("a", "b", "c"):
+        url = "http://127.0.0.1:%d/?name=%s" % (server.server_port, name)
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.read() == ("hello " + name).encode()
+    server.shutdown()
+    serving.join(10)
+    assert not serving.is_alive()
+print("served")
+"""
+
+DNSLIB = """
+from dnslib import QTYPE, RR, A, DNSRecord
+from dnslib.server import BaseResolver, DNSLogger, DNSServer
+
+class Resolver(BaseResolver):
+    def resolve(self, request, handler):
+        reply = request.reply()
+        reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A("10.1.2.3"), ttl=60))
+        return reply
+
+quiet = DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data")
+for tcp in (False, True):
+    dns = DNSServer(Resolver(), port=0, address="127.0.0.1", tcp=tcp, logger=quiet)
+    assert isinstance(dns.server, socketserver_rs.ThreadingMixIn)
+    dns.start_thread()
+    port = dns.server.server_address[1]
+    question = DNSRecord.question("example.com")
+    answer = DNSRecord.parse(question.send("127.0.0.1", port, tcp=tcp, timeout=10))
+    assert str(answer.rr[0].rdata) == "10.1.2.3"
+    dns.stop()
+print("served")
+"""
+
+
 @pytest.mark.parametrize(
     "program",
-    [HTTP_SERVER, XMLRPC_SERVER, WSGIREF_SERVER, LOGGING_LISTEN],
-    ids=["http.server", "xmlrpc.server", "wsgiref", "logging.config.listen"],
+    [HTTP_SERVER, XMLRPC_SERVER, WSGIREF_SERVER, LOGGING_LISTEN, WERKZEUG, DNSLIB],
+    ids=["http.server", "xmlrpc.server", "wsgiref", "logging.config.listen", "werkzeug", "dnslib"],
 )
 def test_stdlib_server_runs_on_the_core(program):
     code = textwrap.dedent(PRELUDE) + textwrap.dedent(program)

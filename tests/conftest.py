@@ -1,0 +1,269 @@
+"""Shared fixtures and helpers: servers running in a thread, loopback and
+Unix socket clients, echo handlers and hook-recording server subclasses."""
+
+import inspect
+import socket
+import socketserver
+import threading
+
+import pytest
+
+import socketserver_rs
+
+MODULES = {"socketserver": socketserver, "socketserver_rs": socketserver_rs}
+
+# The request hooks the fast path stands in for.
+REQUEST_HOOKS = (
+    "fileno",
+    "_handle_request_noblock",
+    "get_request",
+    "verify_request",
+    "process_request",
+    "process_request_thread",
+    "finish_request",
+    "shutdown_request",
+    "close_request",
+)
+
+IO_TIMEOUT = 10.0
+
+
+@pytest.fixture(params=sorted(MODULES))
+def ssmod(request):
+    """The standard library's socketserver, then ours: a compat comparison."""
+    return MODULES[request.param]
+
+
+@pytest.fixture
+def unix_path(tmp_path):
+    """A fresh path for a Unix socket server."""
+    return str(tmp_path / "srv.sock")
+
+
+@pytest.fixture
+def unix_client_path(tmp_path):
+    """A fresh path for a Unix socket client to bind to."""
+    return str(tmp_path / "cli.sock")
+
+
+class Serving:
+    """A server whose serve_forever() runs in a thread."""
+
+    def __init__(self, server, poll_interval):
+        self.server = server
+        self.errors = []
+        self.thread = threading.Thread(
+            target=self._run, args=(poll_interval,), name="serve_forever", daemon=True
+        )
+
+    def _run(self, poll_interval):
+        try:
+            self.server.serve_forever(poll_interval=poll_interval)
+        except BaseException as exc:  # noqa: B036 -- recorded for the test
+            self.errors.append(exc)
+
+    def stop(self, timeout=IO_TIMEOUT):
+        """shutdown() the loop and wait for its thread; True if it ended."""
+        if self.thread.is_alive():
+            self.server.shutdown()
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+
+class Runner:
+    """Starts servers in threads; on teardown always shuts them down and
+    closes them (servers merely tracked are closed too)."""
+
+    def __init__(self):
+        self._servings = []
+        self._servers = []
+
+    def track(self, server):
+        if not any(s is server for s in self._servers):
+            self._servers.append(server)
+        return server
+
+    def start(self, server, poll_interval=0.05):
+        self.track(server)
+        serving = Serving(server, poll_interval)
+        self._servings.append(serving)
+        serving.thread.start()
+        return serving
+
+    def teardown(self):
+        stuck = []
+        for serving in self._servings:
+            if not serving.stop():
+                stuck.append(serving.server)
+        for server in self._servers:
+            server.server_close()
+        assert not stuck, f"serve_forever() did not stop: {stuck}"
+
+
+@pytest.fixture
+def runner():
+    r = Runner()
+    try:
+        yield r
+    finally:
+        r.teardown()
+
+
+def address_for(cls, unix_path):
+    """A server address of the right family for a server class."""
+    family = cls.address_family
+    if family == socket.AF_UNIX:
+        return unix_path
+    if family == socket.AF_INET6:
+        return ("::1", 0)
+    return ("127.0.0.1", 0)
+
+
+def is_stream(cls):
+    return cls.socket_type == socket.SOCK_STREAM
+
+
+def recv_all(sock):
+    chunks = []
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def stream_request(address, data, family=socket.AF_INET, bind=None):
+    """Connect, send data, read until the server closes; the bytes read."""
+    with socket.socket(family, socket.SOCK_STREAM) as client:
+        client.settimeout(IO_TIMEOUT)
+        if bind is not None:
+            client.bind(bind)
+        client.connect(address)
+        client.sendall(data)
+        return recv_all(client)
+
+
+def dgram_request(address, data, family=socket.AF_INET, bind=None):
+    """Send one datagram and wait for one reply."""
+    with socket.socket(family, socket.SOCK_DGRAM) as client:
+        client.settimeout(IO_TIMEOUT)
+        if bind is not None:
+            client.bind(bind)
+        client.sendto(data, address)
+        return client.recvfrom(65536)[0]
+
+
+def request(server, data, client_bind=None):
+    """One request to a server of any class: connection or datagram."""
+    family = server.address_family
+    if family == socket.AF_UNIX and not is_stream(type(server)) and client_bind is None:
+        raise ValueError("a Unix datagram client must be bound to get a reply")
+    if is_stream(type(server)):
+        return stream_request(server.server_address, data, family, client_bind)
+    return dgram_request(server.server_address, data, family, client_bind)
+
+
+def echo_handler(mod, stream):
+    """An upper-casing echo handler built on `mod`'s handler classes."""
+    if stream:
+
+        class StreamEcho(mod.StreamRequestHandler):
+            def handle(self):
+                self.wfile.write(self.rfile.readline().upper())
+
+        return StreamEcho
+
+    class DatagramEcho(mod.DatagramRequestHandler):
+        def handle(self):
+            self.wfile.write(self.rfile.read().upper())
+
+    return DatagramEcho
+
+
+def hooked(cls):
+    """A subclass of `cls` overriding every request hook it has: each one
+    records its name, then calls super(). `done` is released per
+    close_request()."""
+    trace = []
+    done = threading.Semaphore(0)
+    namespace = {"trace": trace, "done": done}
+
+    def make(name):
+        def hook(self, *args, **kwargs):
+            trace.append(name)
+            try:
+                return getattr(super(sub, self), name)(*args, **kwargs)
+            finally:
+                if name == "close_request":
+                    done.release()
+
+        hook.__name__ = name
+        return hook
+
+    for name in REQUEST_HOOKS:
+        if hasattr(cls, name):
+            namespace[name] = make(name)
+    sub = type("Hooked" + cls.__name__, (cls,), namespace)
+    return sub
+
+
+def faithful(cls):
+    """A subclass overriding one request hook (calling super): it runs the
+    Python hooks rather than the fast path."""
+
+    def verify_request(self, request, client_address):
+        return super(sub, self).verify_request(request, client_address)
+
+    sub = type("Faithful" + cls.__name__, (cls,), {"verify_request": verify_request})
+    return sub
+
+
+@pytest.fixture(params=["fast", "faithful"])
+def path(request):
+    """Which of our two paths a scenario runs on (see on_path())."""
+    return request.param
+
+
+def on_path(cls, path):
+    return cls if path == "fast" else faithful(cls)
+
+
+def fast_path_of(server):
+    """What serve_forever() would take as its fast path (None: the hooks)."""
+    fast_path = server._fast_path
+    if inspect.signature(fast_path).parameters:
+        return fast_path(server._serve_loop())
+    return fast_path()
+
+
+def assert_path(server, path):
+    """Prove which path serve_forever() takes for this server."""
+    if path == "fast":
+        assert fast_path_of(server) is not None
+    else:
+        assert fast_path_of(server) is None
+
+
+class Variant:
+    """The standard library's module, or ours on one of its two paths."""
+
+    def __init__(self, name):
+        self.name = name
+        self.mod = socketserver if name == "std" else socketserver_rs
+        self.path = {"std": None, "rs-fast": "fast", "rs-faithful": "faithful"}[name]
+
+    def server_class(self, name_or_cls):
+        cls = name_or_cls
+        if isinstance(cls, str):
+            cls = getattr(self.mod, cls)
+        return cls if self.path is None else on_path(cls, self.path)
+
+    def check_path(self, server):
+        if self.path is not None:
+            assert_path(server, self.path)
+
+
+@pytest.fixture(params=["std", "rs-fast", "rs-faithful"])
+def variant(request):
+    """A scenario run on the standard library, then on both of our paths."""
+    return Variant(request.param)

@@ -1,0 +1,71 @@
+"""Defaults that differ from the standard module on purpose (see the
+README's table): TCP_NODELAY on accepted connections and the listen
+backlog; the class attributes themselves keep the standard values."""
+
+import select
+import socket
+import socketserver
+import time
+
+import pytest
+
+import socketserver_rs
+
+
+class Recorder(socketserver_rs.BaseRequestHandler):
+    def handle(self):
+        option = self.request.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        self.server.nodelay = option
+        self.request.sendall(b"ok")
+
+
+class FaithfulServer(socketserver_rs.TCPServer):
+    def verify_request(self, request, client_address):
+        return True
+
+
+@pytest.mark.parametrize("server_class", [socketserver_rs.TCPServer, FaithfulServer])
+def test_accepted_tcp_connections_have_nodelay(server_class):
+    with server_class(("127.0.0.1", 0), Recorder) as server:
+        with socket.create_connection(server.server_address, timeout=5) as client:
+            server.handle_request()
+            assert client.recv(2) == b"ok"
+        assert server.nodelay != 0
+    assert socketserver_rs.StreamRequestHandler.disable_nagle_algorithm is False
+
+
+def completed_connects(server, count=64, wait=0.5):
+    """Start `count` connects to a server that accepts none; how many the
+    kernel completed within `wait` seconds (the rest wait on a SYN retry)."""
+    clients = [socket.socket() for _ in range(count)]
+    try:
+        for client in clients:
+            client.setblocking(False)
+            client.connect_ex(server.server_address)
+        deadline = time.monotonic() + wait
+        done = set()
+        while time.monotonic() < deadline and len(done) < count:
+            pending = [c for c in clients if c not in done]
+            _, writable, _ = select.select([], pending, [], 0.05)
+            for client in writable:
+                if client.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                    done.add(client)
+        return len(done)
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_default_backlog_holds_a_burst_of_connects():
+    assert socketserver_rs.TCPServer.request_queue_size == 5
+    with socketserver_rs.TCPServer(("127.0.0.1", 0), Recorder) as server:
+        assert completed_connects(server) == 64
+
+
+@pytest.mark.parametrize("module", [socketserver, socketserver_rs], ids=["std", "rs"])
+def test_a_request_queue_size_set_by_the_user_is_kept(module):
+    class Small(module.TCPServer):
+        request_queue_size = 2
+
+    with Small(("127.0.0.1", 0), Recorder) as server:
+        assert completed_connects(server) <= 4

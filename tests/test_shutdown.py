@@ -1,0 +1,269 @@
+"""Stopping: shutdown() latency and from where it may be called, SIGINT,
+rebinding after server_close(), service_actions() and the stdlib's
+name-mangled shutdown flag."""
+
+import errno
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import IO_TIMEOUT, assert_path, echo_handler, on_path, recv_all, stream_request
+
+import socketserver_rs
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.mark.parametrize("name", ["TCPServer", "ThreadingTCPServer", "UDPServer"])
+def test_shutdown_returns_within_10ms(name, runner):
+    cls = getattr(socketserver_rs, name)
+    server = runner.track(
+        cls(("127.0.0.1", 0), echo_handler(socketserver_rs, name.endswith("TCPServer")))
+    )
+    durations = []
+    for _ in range(20):
+        serving = runner.start(server, poll_interval=0.5)
+        deadline = time.monotonic() + IO_TIMEOUT
+        while not server._serve_loop().serving and time.monotonic() < deadline:
+            time.sleep(0.001)
+        time.sleep(0.005)  # into the wait
+        start = time.perf_counter()
+        server.shutdown()
+        durations.append(time.perf_counter() - start)
+        serving.thread.join(IO_TIMEOUT)
+        assert not serving.thread.is_alive()
+        assert serving.errors == []
+    assert statistics.median(durations) < 0.010, durations
+
+
+def test_shutdown_without_a_loop_returns_at_once_and_is_kept(runner):
+    server = runner.track(
+        socketserver_rs.TCPServer(("127.0.0.1", 0), echo_handler(socketserver_rs, True))
+    )
+    start = time.monotonic()
+    server.shutdown()
+    assert time.monotonic() - start < 0.5
+    # The request is kept: the next serve_forever() returns at once ...
+    serving = runner.start(server, poll_interval=0.5)
+    serving.thread.join(2)
+    assert not serving.thread.is_alive()
+    assert serving.errors == []
+    # ... and only that one.
+    runner.start(server)
+    assert stream_request(server.server_address, b"again\n") == b"AGAIN\n"
+
+
+def test_shutdown_from_a_worker_thread_handler(variant, runner):
+    returned = threading.Event()
+
+    class Handler(variant.mod.BaseRequestHandler):
+        def handle(self):
+            self.request.recv(16)
+            self.server.shutdown()
+            returned.set()
+            self.request.sendall(b"stopped")
+
+    cls = variant.server_class("ThreadingTCPServer")
+    server = runner.track(cls(("127.0.0.1", 0), Handler))
+    variant.check_path(server)
+    serving = runner.start(server, poll_interval=0.5)
+    assert stream_request(server.server_address, b"stop") == b"stopped"
+    assert returned.is_set()
+    serving.thread.join(IO_TIMEOUT)
+    assert not serving.thread.is_alive()
+    assert serving.errors == []
+
+
+def test_shutdown_from_a_sync_handler_raises_and_server_goes_on(path, runner):
+    errors = []
+
+    class Handler(socketserver_rs.BaseRequestHandler):
+        def handle(self):
+            if self.request.recv(16) == b"stop":
+                self.server.shutdown()
+            self.request.sendall(b"ok")
+
+    class Server(socketserver_rs.TCPServer):
+        def handle_error(self, request, client_address):
+            errors.append(sys.exc_info()[1])
+
+    cls = on_path(Server, path)
+    server = runner.track(cls(("127.0.0.1", 0), Handler))
+    assert_path(server, path)
+    serving = runner.start(server)
+    assert stream_request(server.server_address, b"stop") == b""
+    assert len(errors) == 1 and type(errors[0]) is RuntimeError
+    assert server._BaseServer__shutdown_request is False
+    assert stream_request(server.server_address, b"hello") == b"ok"
+    assert serving.thread.is_alive()
+    assert len(errors) == 1
+
+
+SIGINT_SCRIPT = r"""
+import os, signal, sys, threading, time
+import socketserver_rs
+
+name, entry = sys.argv[1], sys.argv[2]
+server = getattr(socketserver_rs, name)(("127.0.0.1", 0), socketserver_rs.BaseRequestHandler)
+sent = []
+
+def interrupt():
+    time.sleep(0.3)
+    sent.append(time.monotonic())
+    os.kill(os.getpid(), signal.SIGINT)
+
+threading.Thread(target=interrupt, daemon=True).start()
+try:
+    if entry == "serve_forever":
+        server.serve_forever(poll_interval=5)
+    else:
+        server.handle_request()
+except KeyboardInterrupt:
+    print("latency", time.monotonic() - sent[0])
+else:
+    print("returned")
+finally:
+    server.server_close()
+"""
+
+
+@pytest.mark.parametrize("entry", ["serve_forever", "handle_request"])
+@pytest.mark.parametrize("name", ["TCPServer", "ThreadingTCPServer", "UDPServer"])
+def test_sigint_raises_keyboardinterrupt_within_200ms(name, entry):
+    done = subprocess.run(
+        [sys.executable, "-c", SIGINT_SCRIPT, name, entry],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert done.returncode == 0, done.stderr
+    words = done.stdout.split()
+    assert words[0] == "latency", done.stdout
+    assert float(words[1]) < 0.2
+
+
+def rebind_after_close(mod, reuse):
+    """Serve one connection (the server closes first: TIME_WAIT on its
+    side), close the server, bind a new one to the same address at once.
+    Whether that worked."""
+
+    class Handler(mod.BaseRequestHandler):
+        def handle(self):
+            self.request.recv(16)
+            self.request.sendall(b"ok")
+
+    class Server(mod.TCPServer):
+        allow_reuse_address = reuse
+
+    server = Server(("127.0.0.1", 0), Handler)
+    try:
+        address = server.server_address
+        waiter = threading.Thread(target=server.handle_request)
+        waiter.start()
+        assert stream_request(address, b"x") == b"ok"
+        waiter.join(IO_TIMEOUT)
+    finally:
+        server.server_close()
+    try:
+        again = Server(address, Handler)
+    except OSError as exc:
+        assert exc.errno == errno.EADDRINUSE
+        return False
+    again.server_close()
+    return True
+
+
+@pytest.mark.parametrize("reuse", [False, True], ids=["default", "allow_reuse_address"])
+def test_rebind_after_close_works_at_once(reuse):
+    # The standard module needs allow_reuse_address for this (a served
+    # connection leaves TIME_WAIT behind); TCP servers here always set
+    # SO_REUSEADDR on POSIX, which still refuses a port that is listened on.
+    import socketserver
+
+    assert rebind_after_close(socketserver, reuse) == reuse
+    assert rebind_after_close(socketserver_rs, reuse)
+
+
+def test_a_listened_port_is_still_refused():
+    with socketserver_rs.TCPServer(("127.0.0.1", 0), socketserver_rs.BaseRequestHandler) as first:
+        with pytest.raises(OSError) as caught:
+            socketserver_rs.TCPServer(first.server_address, socketserver_rs.BaseRequestHandler)
+        assert caught.value.errno == errno.EADDRINUSE
+
+
+def test_service_actions_called_while_serving(ssmod, runner):
+    calls = []
+    enough = threading.Event()
+
+    class Server(ssmod.TCPServer):
+        def service_actions(self):
+            calls.append(threading.current_thread())
+            if len(calls) >= 5:
+                enough.set()
+
+    server = runner.track(Server(("127.0.0.1", 0), echo_handler(ssmod, True)))
+    serving = runner.start(server, poll_interval=0.01)
+    assert enough.wait(2)
+    assert set(calls) == {serving.thread}
+    before = len(calls)
+    assert stream_request(server.server_address, b"x\n") == b"X\n"
+    time.sleep(0.05)
+    assert len(calls) > before
+
+
+@pytest.mark.parametrize("name", ["TCPServer", "ThreadingTCPServer"])
+def test_setting_the_mangled_shutdown_flag_stops_the_loop(name, variant, runner):
+    class Handler(variant.mod.BaseRequestHandler):
+        def handle(self):
+            if self.request.recv(16) == b"stop":
+                self.server._BaseServer__shutdown_request = True
+            self.request.sendall(b"ok")
+
+    cls = variant.server_class(name)
+    server = runner.track(cls(("127.0.0.1", 0), Handler))
+    variant.check_path(server)
+    serving = runner.start(server, poll_interval=0.5)
+    assert stream_request(server.server_address, b"stop") == b"ok"
+    serving.thread.join(IO_TIMEOUT)
+    assert not serving.thread.is_alive()
+    assert serving.errors == []
+    # The flag is reset: serving again works.
+    runner.start(server)
+    assert stream_request(server.server_address, b"hello") == b"ok"
+
+
+def test_shutdown_waits_for_the_request_in_progress(variant, runner):
+    """shutdown() from another thread returns only once serve_forever()
+    has returned, which waits for the sync request it is handling."""
+    started = threading.Event()
+    release = threading.Event()
+
+    class Handler(variant.mod.BaseRequestHandler):
+        def handle(self):
+            started.set()
+            release.wait(IO_TIMEOUT)
+
+    cls = variant.server_class("TCPServer")
+    server = runner.track(cls(("127.0.0.1", 0), Handler))
+    variant.check_path(server)
+    serving = runner.start(server)
+    with stream_client(server.server_address) as client:
+        assert started.wait(IO_TIMEOUT)
+        stopper = threading.Thread(target=server.shutdown)
+        stopper.start()
+        stopper.join(0.2)
+        assert stopper.is_alive()
+        release.set()
+        stopper.join(IO_TIMEOUT)
+        assert not stopper.is_alive()
+        assert not serving.thread.is_alive()
+        assert recv_all(client) == b""
+
+
+def stream_client(address):
+    import socket
+
+    return socket.create_connection(address, timeout=IO_TIMEOUT)

@@ -1,0 +1,228 @@
+"""ThreadingMixIn on the worker pool: reuse, concurrency, daemon threads,
+block_on_close and exceptions escaping a request."""
+
+import socket
+import threading
+import time
+
+import pytest
+from conftest import (
+    IO_TIMEOUT,
+    address_for,
+    assert_path,
+    is_stream,
+    on_path,
+    recv_all,
+    request,
+    stream_request,
+)
+
+import socketserver_rs
+
+pytestmark = pytest.mark.timeout(30)
+
+THREADING_CLASSES = [
+    "ThreadingTCPServer",
+    "ThreadingUDPServer",
+    "ThreadingUnixStreamServer",
+    "ThreadingUnixDatagramServer",
+]
+
+
+def reply(handler, data):
+    """Answer a request of either kind."""
+    if isinstance(handler.request, tuple):
+        handler.request[1].sendto(data, handler.client_address)
+    else:
+        handler.request.recv(16)  # read the request: no reset on close
+        handler.request.sendall(data)
+
+
+def test_sequential_requests_reuse_one_worker(path, runner):
+    seen = []
+
+    class Handler(socketserver_rs.BaseRequestHandler):
+        def handle(self):
+            seen.append(threading.current_thread())
+            self.request.sendall(b"ok")
+
+    cls = on_path(socketserver_rs.ThreadingTCPServer, path)
+    server = runner.track(cls(("127.0.0.1", 0), Handler))
+    assert_path(server, path)
+    serving = runner.start(server)
+    assert stream_request(server.server_address, b"1") == b"ok"
+    time.sleep(0.3)  # let the worker go back to waiting for work
+    assert stream_request(server.server_address, b"2") == b"ok"
+    first, second = seen
+    assert first is second
+    assert first is not serving.thread
+    assert first is not threading.main_thread()
+    assert first in server._threads
+
+
+@pytest.mark.parametrize("name", THREADING_CLASSES)
+def test_concurrent_requests_all_run_at_once(name, path, runner, unix_path, unix_client_path):
+    n = 8
+    barrier = threading.Barrier(n)
+    workers = set()
+
+    class Handler(socketserver_rs.BaseRequestHandler):
+        def handle(self):
+            workers.add(threading.current_thread())
+            # All n run at once within ms when each has its own thread; a
+            # short limit keeps a failure quick.
+            barrier.wait(3)
+            reply(self, b"through")
+
+    cls = on_path(getattr(socketserver_rs, name), path)
+    server = runner.track(cls(address_for(cls, unix_path), Handler))
+    assert_path(server, path)
+    runner.start(server)
+    replies = []
+
+    def client(i):
+        unix_dgram = cls.address_family == socket.AF_UNIX and not is_stream(cls)
+        bind = f"{unix_client_path}.{i}" if unix_dgram else None
+        try:
+            replies.append(request(server, b"x", bind))
+        except OSError as exc:  # a timeout: reported by the assert below
+            replies.append(exc)
+
+    clients = [threading.Thread(target=client, args=(i,)) for i in range(n)]
+    for c in clients:
+        c.start()
+    for c in clients:
+        c.join(IO_TIMEOUT * 2)
+    assert replies == [b"through"] * n
+    assert not barrier.broken
+    assert len(workers) == n
+
+
+@pytest.mark.parametrize("daemon", [False, True])
+def test_daemon_threads_sets_worker_daemon(daemon, path, runner):
+    seen = []
+
+    class Handler(socketserver_rs.BaseRequestHandler):
+        def handle(self):
+            seen.append(threading.current_thread().daemon)
+            self.request.sendall(b"ok")
+
+    class Server(socketserver_rs.ThreadingTCPServer):
+        daemon_threads = daemon
+
+    cls = on_path(Server, path)
+    server = runner.track(cls(("127.0.0.1", 0), Handler))
+    assert_path(server, path)
+    runner.start(server)
+    for _ in range(2):
+        assert stream_request(server.server_address, b"x") == b"ok"
+    assert seen == [daemon, daemon]
+    assert all(t.daemon is daemon for t in server._threads)
+
+
+def test_daemon_threads_set_on_the_instance(path, runner):
+    seen = []
+
+    class Handler(socketserver_rs.BaseRequestHandler):
+        def handle(self):
+            seen.append(threading.current_thread().daemon)
+            self.request.sendall(b"ok")
+
+    cls = on_path(socketserver_rs.ThreadingTCPServer, path)
+    server = runner.track(cls(("127.0.0.1", 0), Handler))
+    server.daemon_threads = True
+    runner.start(server)
+    assert stream_request(server.server_address, b"x") == b"ok"
+    assert seen == [True]
+
+
+class SlowRequest:
+    """A handler that signals it started, then takes `delay` seconds."""
+
+    def __init__(self, mod, delay):
+        self.started = threading.Event()
+        self.done = threading.Event()
+        outer = self
+
+        class Handler(mod.BaseRequestHandler):
+            def handle(self):
+                outer.started.set()
+                time.sleep(delay)
+                outer.done.set()
+
+        self.handler = Handler
+
+
+@pytest.mark.parametrize("block_on_close", [True, False])
+def test_server_close_and_block_on_close(block_on_close, variant, runner):
+    slow = SlowRequest(variant.mod, 0.6)
+
+    class Server(variant.mod.ThreadingTCPServer):
+        pass
+
+    Server.block_on_close = block_on_close
+    cls = variant.server_class(Server)
+    server = runner.track(cls(("127.0.0.1", 0), slow.handler))
+    variant.check_path(server)
+    serving = runner.start(server)
+    with socket.create_connection(server.server_address, timeout=IO_TIMEOUT) as client:
+        assert slow.started.wait(IO_TIMEOUT)
+        assert serving.stop()
+        start = time.monotonic()
+        server.server_close()
+        elapsed = time.monotonic() - start
+        if block_on_close:
+            assert slow.done.is_set()
+            assert elapsed >= 0.3
+        else:
+            assert not slow.done.is_set()
+            assert elapsed < 0.3
+        assert recv_all(client) == b""
+    assert slow.done.wait(IO_TIMEOUT)
+
+
+def test_threads_stay_few_over_many_sequential_requests(path, runner):
+    class Handler(socketserver_rs.BaseRequestHandler):
+        def handle(self):
+            self.request.sendall(self.request.recv(10))
+
+    cls = on_path(socketserver_rs.ThreadingTCPServer, path)
+    server = runner.track(cls(("127.0.0.1", 0), Handler))
+    assert_path(server, path)
+    runner.start(server)
+    for i in range(50):
+        assert stream_request(server.server_address, b"%d" % i) == b"%d" % i
+    threads = server._threads
+    assert 1 <= len(threads) <= 4
+    assert all(t.is_alive() for t in threads)
+
+
+def test_system_exit_in_handler_reaches_threading_excepthook(variant, runner, monkeypatch):
+    hooked = []
+    hooked_event = threading.Event()
+
+    def excepthook(args):
+        hooked.append((args.exc_type, args.thread))
+        hooked_event.set()
+
+    monkeypatch.setattr(threading, "excepthook", excepthook)
+
+    class Handler(variant.mod.BaseRequestHandler):
+        def handle(self):
+            if self.request.recv(10) == b"exit":
+                raise SystemExit(0)
+            self.request.sendall(b"ok")
+
+    cls = variant.server_class("ThreadingTCPServer")
+    server = runner.track(cls(("127.0.0.1", 0), Handler))
+    variant.check_path(server)
+    serving = runner.start(server)
+    assert stream_request(server.server_address, b"exit") == b""
+    assert hooked_event.wait(IO_TIMEOUT)
+    [(exc_type, thread)] = hooked
+    assert exc_type is SystemExit
+    assert thread is not serving.thread
+    # The server goes on serving.
+    assert stream_request(server.server_address, b"again") == b"ok"
+    assert serving.thread.is_alive()
+    assert serving.errors == []
