@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 import socketserver_rs as rs
 
 ROOT = Path(__file__).resolve().parent.parent
