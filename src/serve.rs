@@ -14,7 +14,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
-use pyo3::exceptions::{PyOSError, PyRuntimeError};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use socket2::{Domain, Socket, Type};
 
@@ -123,6 +123,7 @@ impl ServeLoop {
         if self.is_shutdown_requested() {
             return Ok(None);
         }
+        check_descriptor(fd)?;
         let interval = poll_interval.map(|secs| Duration::from_secs_f64(secs.max(0.0)));
         if let Some(pause) = self.next_backoff(py)? {
             if self.wait_for(py, -1, Some(pause), true)? == Wait::Woken {
@@ -222,6 +223,7 @@ impl ServeLoop {
     /// limit), GIL released, signals checked. The wait of `handle_request()`.
     #[pyo3(signature = (fd, timeout))]
     fn wait_readable(&self, py: Python<'_>, fd: RawFd, timeout: Option<f64>) -> PyResult<bool> {
+        check_descriptor(fd)?;
         let timeout = timeout.map(|secs| Duration::from_secs_f64(secs.max(0.0)));
         Ok(self.wait_for(py, fd, timeout, false)? == Wait::Ready)
     }
@@ -323,6 +325,17 @@ impl ServeLoop {
         let mut sink = [std::mem::MaybeUninit::<u8>::uninit(); 64];
         while matches!(self.wake_read.recv(&mut sink), Ok(n) if n > 0) {}
     }
+}
+
+/// A closed server's fileno() is -1: refuse it as the standard library's
+/// selector does, rather than wait on nothing.
+fn check_descriptor(fd: RawFd) -> PyResult<()> {
+    if fd < 0 {
+        return Err(PyValueError::new_err(format!(
+            "Invalid file descriptor: {fd}"
+        )));
+    }
+    Ok(())
 }
 
 /// A message through the `socketserver_rs` logger at `level`.

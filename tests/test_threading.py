@@ -226,3 +226,37 @@ def test_system_exit_in_handler_reaches_threading_excepthook(variant, runner, mo
     assert stream_request(server.server_address, b"again") == b"ok"
     assert serving.thread.is_alive()
     assert serving.errors == []
+
+
+EXIT_WITH_IDLE_WORKERS = """
+import socket, threading
+import socketserver_rs as socketserver
+
+class Echo(socketserver.StreamRequestHandler):
+    def handle(self):
+        self.wfile.write(self.rfile.readline())
+
+server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Echo)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+with socket.create_connection(server.server_address) as client:
+    client.sendall(b"hi\\n")
+    assert client.recv(10) == b"hi\\n"
+assert [t.daemon for t in server._threads] == [False]
+print("done", flush=True)
+"""
+
+
+def test_interpreter_exit_does_not_wait_for_idle_workers():
+    # A non-daemon worker left idle (no server_close) must not hold the
+    # interpreter until it retires: at exit the pools let idle workers go.
+    import subprocess
+    import sys
+    import time
+
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", EXIT_WITH_IDLE_WORKERS], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "done"
+    assert time.monotonic() - started < 5
