@@ -878,7 +878,7 @@ def main():
     cfg.runs = cfg.runs or 3
     cfg.duration = cfg.duration or (0.7 if quick else 3.0)
     cfg.warmup = 0.3 if quick else 1.0
-    cfg.burst_rounds = 3 if quick else 10
+    cfg.burst_rounds = 3 if quick else 5
     cfg.shutdown_tries = 10 if quick else 50
     cfg.wrk_seconds = 1 if quick else 3
     parts = set((cfg.only or "timed,idle,burst,shutdown,http").split(","))
