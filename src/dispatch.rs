@@ -93,7 +93,12 @@ impl FastPath {
 
     /// `get_request()`: one request and its client address, or None when
     /// none could be taken (the standard library ignores an OSError there).
+    /// None as well once shutdown is requested, so that a caller taking
+    /// requests in a row stops there.
     fn take<'py>(&self, py: Python<'py>) -> PyResult<Option<Request<'py>>> {
+        if self.serve_loop.get().is_shutdown_requested() {
+            return Ok(None);
+        }
         match self.arrival {
             Arrival::Stream { .. } => self.accept_one(py),
             Arrival::Datagram { max_packet_size } => {

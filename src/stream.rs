@@ -131,8 +131,8 @@ impl From<PyErr> for IoFail {
 }
 
 /// Runs `op` (a recv/send taking extra flags) the way the socket module does:
-/// try without blocking; when it would block, wait according to the socket's
-/// timeout; on EINTR run the signal handlers and retry.  `Ok(None)`: it
+/// try once; when it would block, wait according to the socket's timeout; on
+/// EINTR run the signal handlers and retry.  `Ok(None)`: it
 /// would block and the socket is non-blocking (timeout 0).
 fn do_io<F>(
     py: Python<'_>,
@@ -149,7 +149,12 @@ where
         let how = *wait;
         let op = &op;
         let step = crate::detach::detach(py, move || match how {
-            Wait::Unknown | Wait::NonBlocking => op(libc::MSG_DONTWAIT),
+            // A socket without a timeout has a blocking descriptor and one
+            // with a timeout a non-blocking one (the socket module keeps
+            // them so), so the first try needs no flag: it blocks exactly
+            // when the socket would, and asks for the timeout only then.
+            Wait::Unknown => op(0),
+            Wait::NonBlocking => op(libc::MSG_DONTWAIT),
             Wait::Forever => match op(0) {
                 // Only when the descriptor itself is non-blocking.
                 Step::Again => match sys_poll(fd, events, -1) {
