@@ -352,9 +352,6 @@ fn send_all_parts(
 /// A message is a 4-byte big-endian payload length, then the payload.
 const HEADER_LEN: usize = 4;
 
-/// The default `max_size` of a received message: 16 MiB.
-const DEFAULT_MAX_MESSAGE: i64 = 16 * 1024 * 1024;
-
 /// A body is received into a buffer that starts at this size and doubles
 /// as bytes arrive, so memory follows what the peer actually sent rather
 /// than the length it claimed.
@@ -1143,7 +1140,7 @@ impl SocketReader {
     /// ValueError when the announced length exceeds max_size; the payload
     /// is not read (nor allocated), so the stream is out of step and the
     /// connection should be closed.
-    #[pyo3(signature = (max_size = DEFAULT_MAX_MESSAGE))]
+    #[pyo3(signature = (max_size = 16777216))] // 16 MiB, spelled out for the signature
     fn read_message<'py>(
         &self,
         py: Python<'py>,
@@ -1673,7 +1670,7 @@ fn send_message(
 /// a message; ValueError (nothing more read) when the announced length
 /// exceeds max_size.  The socket's timeout bounds each wait for data.
 #[pyfunction]
-#[pyo3(signature = (sock, max_size = DEFAULT_MAX_MESSAGE))]
+#[pyo3(signature = (sock, max_size = 16777216))] // 16 MiB
 fn recv_message<'py>(
     py: Python<'py>,
     sock: &Bound<'py, PyAny>,
