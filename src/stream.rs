@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{
-    PyBufferError, PyMemoryError, PyOSError, PyRuntimeError, PyTypeError, PyValueError,
+    PyBufferError, PyEOFError, PyMemoryError, PyOSError, PyRuntimeError, PyTypeError, PyValueError,
 };
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -244,6 +244,174 @@ fn send_all(py: Python<'_>, sock: &Bound<'_, PyAny>, fd: RawFd, data: &[u8]) -> 
         }
     }
     Ok(())
+}
+
+/// Up to three byte slices for one `sendmsg` (pointers as in `RawPtr`).
+#[derive(Clone, Copy)]
+struct Parts {
+    parts: [(RawPtr, usize); 3],
+    count: usize,
+}
+
+impl Parts {
+    /// What is left of `slices` once `skip` bytes of them were sent.
+    fn after(slices: &[&[u8]], mut skip: usize) -> Self {
+        let mut parts = Parts {
+            parts: [(RawPtr(std::ptr::null_mut()), 0); 3],
+            count: 0,
+        };
+        for slice in slices {
+            if skip >= slice.len() {
+                skip -= slice.len();
+                continue;
+            }
+            let rest = &slice[skip..];
+            skip = 0;
+            parts.parts[parts.count] = (RawPtr(rest.as_ptr().cast_mut()), rest.len());
+            parts.count += 1;
+        }
+        parts
+    }
+}
+
+fn sys_sendmsg(fd: RawFd, parts: &Parts, flags: c_int) -> Step {
+    let mut iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; 3];
+    for (slot, &(ptr, len)) in iov.iter_mut().zip(&parts.parts[..parts.count]) {
+        slot.iov_base = ptr.0.cast();
+        slot.iov_len = len;
+    }
+    // SAFETY: an all-zero msghdr is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = parts.count as _;
+    // SAFETY: every iovec points to readable bytes kept alive by the caller.
+    let ret = unsafe { libc::sendmsg(fd, &msg, flags | libc::MSG_NOSIGNAL) };
+    step_of(ret)
+}
+
+fn blocking_write_error(written: usize) -> PyErr {
+    pyo3::exceptions::PyBlockingIOError::new_err((
+        libc::EAGAIN,
+        "write could not complete without blocking",
+        written,
+    ))
+}
+
+/// One `sendmsg` of `slices` (`None`: would block); the socket's timeout
+/// bounds this one call.
+fn send_parts_once(
+    py: Python<'_>,
+    sock: &Bound<'_, PyAny>,
+    fd: RawFd,
+    slices: &[&[u8]],
+) -> PyResult<Option<usize>> {
+    let parts = Parts::after(slices, 0);
+    let mut wait = Wait::Unknown;
+    match do_io(py, sock, fd, libc::POLLOUT, &mut wait, move |flags| {
+        sys_sendmsg(fd, &parts, flags)
+    }) {
+        Ok(n) => Ok(n),
+        Err(IoFail::Timeout) => Err(socket_timeout(py)),
+        Err(IoFail::Py(err)) => Err(err),
+    }
+}
+
+/// `sendall` of several slices back to back, gathered into each `sendmsg`
+/// so that a small header and its payload leave in one segment.  The
+/// timeout covers the whole call, as for `sendall`.
+fn send_all_parts(
+    py: Python<'_>,
+    sock: &Bound<'_, PyAny>,
+    fd: RawFd,
+    slices: &[&[u8]],
+) -> PyResult<()> {
+    let total: usize = slices.iter().map(|s| s.len()).sum();
+    let mut wait = Wait::Unknown;
+    let mut sent = 0;
+    while sent < total {
+        let parts = Parts::after(slices, sent);
+        match do_io(py, sock, fd, libc::POLLOUT, &mut wait, move |flags| {
+            sys_sendmsg(fd, &parts, flags)
+        }) {
+            Ok(Some(n)) => {
+                sent += n;
+                if sent < total {
+                    py.check_signals()?;
+                }
+            }
+            Ok(None) => return Err(would_block_error()),
+            Err(IoFail::Timeout) => return Err(socket_timeout(py)),
+            Err(IoFail::Py(err)) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Length-prefixed messages
+// ---------------------------------------------------------------------------
+
+/// A message is a 4-byte big-endian payload length, then the payload.
+const HEADER_LEN: usize = 4;
+
+/// A body is received into a buffer that starts at this size and doubles
+/// as bytes arrive, so memory follows what the peer actually sent rather
+/// than the length it claimed.
+const BODY_STEP: usize = 64 * 1024;
+
+/// The header for a payload of `len` bytes.
+fn encode_header(len: usize) -> Result<[u8; HEADER_LEN], String> {
+    u32::try_from(len).map(u32::to_be_bytes).map_err(|_| {
+        format!(
+            "message of {len} bytes does not fit a 4-byte length header (at most {} bytes)",
+            u32::MAX
+        )
+    })
+}
+
+/// The payload length a header announces.
+fn decode_header(header: [u8; HEADER_LEN]) -> usize {
+    // Lossless: usize has at least 32 bits on every supported platform.
+    u32::from_be_bytes(header) as usize
+}
+
+/// Refuses a message longer than `max_size` before any of it is read.
+fn check_size(len: usize, max_size: usize) -> Result<(), String> {
+    if len > max_size {
+        Err(format!(
+            "message length {len} exceeds max_size {max_size}; the connection cannot be read further"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn truncated_header(got: usize) -> String {
+    format!("connection closed in the middle of a message header (got {got} of {HEADER_LEN} bytes)")
+}
+
+fn truncated_body(got: usize, len: usize) -> String {
+    format!("connection closed in the middle of a message (got {got} of {len} bytes)")
+}
+
+/// A `max_size` argument: any non-negative int.
+fn max_size_arg(max_size: i64) -> PyResult<usize> {
+    if max_size < 0 {
+        return Err(PyValueError::new_err("max_size must be non-negative"));
+    }
+    Ok(usize::try_from(max_size).unwrap_or(usize::MAX))
+}
+
+/// What is left of `header` then `data` once `off` bytes of both were sent.
+fn rest_of<'a>(header: &'a [u8], data: &'a [u8], off: usize) -> (&'a [u8], &'a [u8]) {
+    if off < header.len() {
+        (&header[off..], data)
+    } else {
+        (&[], &data[off - header.len()..])
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -487,6 +655,52 @@ impl<'py> Rd<'_, 'py> {
         let start = self.st.pos;
         self.st.pos += n;
         PyBytes::new(self.py, &self.st.buf[start..start + n])
+    }
+
+    // -- messages -------------------------------------------------------------
+
+    /// Reads until `len` bytes are at `dst` or the peer closed; how many
+    /// arrived.  Unbuffered, it receives exactly what is asked, no more.
+    fn read_full(&mut self, dst: *mut u8, len: usize) -> PyResult<usize> {
+        let mut got = 0;
+        while got < len {
+            // SAFETY: `dst` has room for `len` bytes and got < len.
+            match self.readinto(unsafe { dst.add(got) }, len - got, false)? {
+                Some(0) => break,
+                Some(n) => got += n.min(len - got),
+                None => return Err(would_block_error()),
+            }
+        }
+        Ok(got)
+    }
+
+    /// One length-prefixed message: `None` when the peer closed before its
+    /// first byte.
+    fn read_message(&mut self, max_size: usize) -> PyResult<Option<Vec<u8>>> {
+        self.check_open()?;
+        let mut header = [0u8; HEADER_LEN];
+        match self.read_full(header.as_mut_ptr(), HEADER_LEN)? {
+            0 => return Ok(None),
+            HEADER_LEN => {}
+            got => return Err(PyEOFError::new_err(truncated_header(got))),
+        }
+        let len = decode_header(header);
+        check_size(len, max_size).map_err(PyValueError::new_err)?;
+        let mut body: Vec<u8> = Vec::new();
+        while body.len() < len {
+            let old = body.len();
+            let want = (len - old).min(old.max(BODY_STEP));
+            body.try_reserve_exact(want)
+                .map_err(|_| PyMemoryError::new_err(()))?;
+            // SAFETY: capacity for `want` more bytes was reserved above.
+            let got = self.read_full(unsafe { body.as_mut_ptr().add(old) }, want)?;
+            // SAFETY: `got <= want` bytes were initialised by the reads.
+            unsafe { body.set_len(old + got) };
+            if got < want {
+                return Err(PyEOFError::new_err(truncated_body(body.len(), len)));
+            }
+        }
+        Ok(Some(body))
     }
 
     // -- unbuffered (SocketIO) ------------------------------------------------
@@ -923,6 +1137,25 @@ impl SocketReader {
         })
     }
 
+    /// One length-prefixed message (a 4-byte big-endian length, then that
+    /// many bytes): its payload, or None when the peer closed before the
+    /// first byte of a header.  Reads exactly the message when unbuffered.
+    ///
+    /// EOFError when the peer closed in the middle of a header or payload.
+    /// ValueError when the announced length exceeds max_size; the payload
+    /// is not read (nor allocated), so the stream is out of step and the
+    /// connection should be closed.
+    #[pyo3(signature = (max_size = 16777216))] // 16 MiB, spelled out for the signature
+    fn read_message<'py>(
+        &self,
+        py: Python<'py>,
+        max_size: i64,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let max_size = max_size_arg(max_size)?;
+        let body = self.with(py, |rd| rd.read_message(max_size))?;
+        Ok(bytes_or_none(py, body))
+    }
+
     fn __iter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
         slf.get().check_open(CLOSED_FILE)?;
         Ok(slf)
@@ -1151,19 +1384,77 @@ impl SocketWriter {
     }
 
     fn write_obj(&self, py: Python<'_>, b: &Bound<'_, PyAny>) -> PyResult<usize> {
-        let buf = get_buffer(b, false)?;
-        let len = buf.len_bytes();
-        let ptr = buf.buf_ptr().cast::<u8>().cast_const();
-        let data: &[u8] = if len == 0 {
-            &[]
-        } else {
-            // SAFETY: a C-contiguous export of `len` bytes, held until release.
-            unsafe { std::slice::from_raw_parts(ptr, len) }
-        };
-        let res = self.write_bytes(py, data);
-        buf.release(py);
-        res.map(|()| len)
+        with_bytes(py, b, |data| self.write_bytes(py, data))
     }
+
+    /// `write` of a header and its payload that never splits them into two
+    /// sends: buffered when both fit the buffer, else gathered with what is
+    /// pending into each `sendmsg`.
+    fn write_message_bytes(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
+        let header = encode_header(data.len()).map_err(PyValueError::new_err)?;
+        let mut guard = self.state.lock(py, "SocketWriter")?;
+        let sock = guard.sock(py, "write to closed file")?;
+        if self.bufsize == 0 {
+            let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
+            if fd < 0 {
+                return Err(os_error(io::Error::from_raw_os_error(libc::EBADF)));
+            }
+            drop(guard);
+            return send_all_parts(py, &sock, fd, &[&header, data]);
+        }
+        let st: &mut WriterState = &mut guard;
+        let bufsize = self.bufsize;
+        if st.wpos == st.buf.len() {
+            st.buf.clear();
+            st.wpos = 0;
+        }
+        let total = HEADER_LEN + data.len();
+        if total <= bufsize - st.buf.len().min(bufsize) {
+            st.buf.extend_from_slice(&header);
+            st.buf.extend_from_slice(data);
+            return Ok(());
+        }
+        // Send until nothing is pending and the rest fits the buffer.
+        let mut off = 0;
+        while st.wpos < st.buf.len() || total - off > bufsize {
+            let (head, body) = rest_of(&header, data, off);
+            let pending = st.buf.len() - st.wpos;
+            let sent = send_parts_once(py, &sock, self.fd, &[&st.buf[st.wpos..], head, body])?;
+            let Some(n) = sent else {
+                return Err(blocking_write_error(off.saturating_sub(HEADER_LEN)));
+            };
+            let from_pending = n.min(pending);
+            st.wpos += from_pending;
+            off += n - from_pending;
+            py.check_signals()?;
+        }
+        st.buf.clear();
+        st.wpos = 0;
+        let (head, body) = rest_of(&header, data, off);
+        st.buf.extend_from_slice(head);
+        st.buf.extend_from_slice(body);
+        Ok(())
+    }
+}
+
+/// Runs `f` over the bytes of a bytes-like object; returns their length.
+fn with_bytes(
+    py: Python<'_>,
+    b: &Bound<'_, PyAny>,
+    f: impl FnOnce(&[u8]) -> PyResult<()>,
+) -> PyResult<usize> {
+    let buf = get_buffer(b, false)?;
+    let len = buf.len_bytes();
+    let ptr = buf.buf_ptr().cast::<u8>().cast_const();
+    let data: &[u8] = if len == 0 {
+        &[]
+    } else {
+        // SAFETY: a C-contiguous export of `len` bytes, held until release.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
+    };
+    let res = f(data);
+    buf.release(py);
+    res.map(|()| len)
 }
 
 #[pymethods]
@@ -1196,6 +1487,16 @@ impl SocketWriter {
     /// Writes (or buffers) all of `b`; returns its length in bytes.
     fn write(&self, py: Python<'_>, b: &Bound<'_, PyAny>) -> PyResult<usize> {
         self.write_obj(py, b)
+    }
+
+    /// Writes `data` as one length-prefixed message (a 4-byte big-endian
+    /// length, then the bytes); returns the payload length.  Header and
+    /// payload leave in a single send, so a small message is one segment;
+    /// with bufsize != 0 both go to the buffer, as write() does.
+    ///
+    /// ValueError when data is longer than 4 GiB - 1 bytes.
+    fn write_message(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<usize> {
+        with_bytes(py, data, |bytes| self.write_message_bytes(py, bytes))
     }
 
     fn writelines(&self, py: Python<'_>, lines: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -1339,8 +1640,123 @@ impl Drop for SocketWriter {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Messages over a bare socket
+// ---------------------------------------------------------------------------
+
+fn socket_fd(py: Python<'_>, sock: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+    let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
+    if fd < 0 {
+        return Err(os_error(io::Error::from_raw_os_error(libc::EBADF)));
+    }
+    Ok(fd)
+}
+
+/// Sends `data` over a connected stream socket as one length-prefixed
+/// message (header and payload gathered into each send); returns the
+/// payload length.  The socket's timeout covers the whole call, as for
+/// sendall().
+#[pyfunction]
+fn send_message(
+    py: Python<'_>,
+    sock: &Bound<'_, PyAny>,
+    data: &Bound<'_, PyAny>,
+) -> PyResult<usize> {
+    let fd = socket_fd(py, sock)?;
+    with_bytes(py, data, |bytes| {
+        let header = encode_header(bytes.len()).map_err(PyValueError::new_err)?;
+        send_all_parts(py, sock, fd, &[&header, bytes])
+    })
+}
+
+/// Receives one length-prefixed message from a connected stream socket,
+/// reading no byte past it: its payload, or None when the peer closed
+/// before the first byte.  EOFError when the peer closed in the middle of
+/// a message; ValueError (nothing more read) when the announced length
+/// exceeds max_size.  The socket's timeout bounds each wait for data.
+#[pyfunction]
+#[pyo3(signature = (sock, max_size = 16777216))] // 16 MiB
+fn recv_message<'py>(
+    py: Python<'py>,
+    sock: &Bound<'py, PyAny>,
+    max_size: i64,
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    let max_size = max_size_arg(max_size)?;
+    let fd = socket_fd(py, sock)?;
+    let mut st = ReaderState {
+        sock: Some(sock.clone().unbind()),
+        buf: Vec::new(),
+        pos: 0,
+        end: 0,
+        timed_out: false,
+    };
+    let mut rd = Rd {
+        py,
+        fd,
+        st: &mut st,
+    };
+    let body = rd.read_message(max_size)?;
+    Ok(bytes_or_none(py, body))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SocketReader>()?;
     m.add_class::<SocketWriter>()?;
+    m.add_function(wrap_pyfunction!(send_message, m)?)?;
+    m.add_function(wrap_pyfunction!(recv_message, m)?)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trips() {
+        for len in [0, 1, 255, 256, 4096, 5 << 20, u32::MAX as usize] {
+            assert_eq!(decode_header(encode_header(len).unwrap()), len);
+        }
+    }
+
+    #[test]
+    fn header_is_big_endian() {
+        assert_eq!(encode_header(0x0102_0304).unwrap(), [1, 2, 3, 4]);
+        assert_eq!(decode_header([0, 0, 1, 0]), 256);
+        assert_eq!(decode_header([0xff; 4]), u32::MAX as usize);
+    }
+
+    #[test]
+    fn header_refuses_what_does_not_fit() {
+        let err = encode_header(u32::MAX as usize + 1).unwrap_err();
+        assert!(err.contains("4294967296"), "{err}");
+    }
+
+    #[test]
+    fn size_limit_is_inclusive_and_names_both_numbers() {
+        assert!(check_size(0, 0).is_ok());
+        assert!(check_size(16, 16).is_ok());
+        let err = check_size(4_000_000_000, 16).unwrap_err();
+        assert!(err.contains("4000000000") && err.contains("16"), "{err}");
+    }
+
+    #[test]
+    fn rest_of_skips_sent_bytes() {
+        let header = [1, 2, 3, 4];
+        let data = [5, 6, 7];
+        assert_eq!(rest_of(&header, &data, 0), (&header[..], &data[..]));
+        assert_eq!(rest_of(&header, &data, 3), (&header[3..], &data[..]));
+        assert_eq!(rest_of(&header, &data, 5), (&[][..], &data[1..]));
+        assert_eq!(rest_of(&header, &data, 7), (&[][..], &[][..]));
+    }
+
+    #[test]
+    fn parts_after_skips_whole_and_partial_slices() {
+        let a = [0u8; 3];
+        let b = [0u8; 2];
+        let parts = Parts::after(&[&a, &[], &b], 4);
+        assert_eq!(parts.count, 1);
+        assert_eq!(parts.parts[0].1, 1);
+        let parts = Parts::after(&[&a, &b], 0);
+        assert_eq!(parts.count, 2);
+    }
 }

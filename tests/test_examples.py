@@ -14,6 +14,7 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 EXPECTED = {
     "tcp_echo.py": "b'hello\\n'",
     "udp_upper.py": "(b'PING', ('127.0.0.1', ",
+    "framed_messages.py": "5 b'HELLO'\n0 b''\n200000 b'BIG BIG BIG '",
 }
 
 

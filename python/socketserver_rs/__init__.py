@@ -15,6 +15,9 @@ from socketserver_rs.handlers import (
     DatagramRequestHandler,
     StreamRequestHandler,
 )
+from socketserver_rs.messages import MessageRequestHandler as MessageRequestHandler
+from socketserver_rs.messages import recv_message as recv_message
+from socketserver_rs.messages import send_message as send_message
 from socketserver_rs.mixins import ThreadingMixIn
 from socketserver_rs.patching import patch as patch
 from socketserver_rs.servers import BaseServer, TCPServer, UDPServer
