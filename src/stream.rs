@@ -499,6 +499,28 @@ fn closed_error(msg: &str) -> PyErr {
 const CLOSED_FILE: &str = "I/O operation on closed file.";
 const CLOSED_SOCKET: &str = "I/O operation on closed socket.";
 
+/// A buffer of `len` zero bytes from the allocator's zeroed memory: fresh
+/// pages stay untouched (and out of the resident set) until data lands in
+/// them, as with the io module's buffers, where filling a Vec would touch
+/// every page of every idle connection's buffer.
+fn zeroed_buffer(len: usize) -> PyResult<Vec<u8>> {
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<u8>(len)
+        .map_err(|_| PyMemoryError::new_err("buffer size too large"))?;
+    // SAFETY: the layout has a non-zero size.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+    if ptr.is_null() {
+        return Err(PyMemoryError::new_err(format!(
+            "cannot allocate a {len}-byte buffer"
+        )));
+    }
+    // SAFETY: `ptr` holds `len` initialised (zero) bytes allocated by the
+    // global allocator with the layout of a `[u8; len]`, as a Vec expects.
+    Ok(unsafe { Vec::from_raw_parts(ptr, len, len) })
+}
+
 fn reserve(vec: &mut Vec<u8>, extra: usize) -> PyResult<()> {
     vec.try_reserve(extra)
         .map_err(|_| PyMemoryError::new_err(()))
@@ -987,9 +1009,7 @@ impl SocketReader {
             return Err(os_error(io::Error::from_raw_os_error(libc::EBADF)));
         }
         let bufsize = usize::try_from(bufsize).unwrap_or(DEFAULT_BUFFER_SIZE);
-        let mut buf = Vec::new();
-        reserve(&mut buf, bufsize)?;
-        buf.resize(bufsize, 0);
+        let buf = zeroed_buffer(bufsize)?;
         incref_socketios(py, sock)?;
         Ok(SocketReader {
             fd,

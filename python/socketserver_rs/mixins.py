@@ -1,10 +1,11 @@
 """ThreadingMixIn (on the core's worker pool) and ForkingMixIn."""
 
+from __future__ import annotations
+
 import itertools
 import os
 import threading
 import weakref
-from typing import Optional
 
 from socketserver_rs import _core
 
@@ -18,8 +19,8 @@ if hasattr(os, "fork"):
     class ForkingMixIn:
         """Mix-in class to handle each request in a new process."""
 
-        timeout: Optional[float] = 300
-        active_children: Optional[set] = None
+        timeout: float | None = 300
+        active_children: set | None = None
         max_children = 40
         # If true, server_close() waits until all child processes complete.
         block_on_close = True
@@ -115,7 +116,7 @@ class _WorkerThreads:
 
 
 _pool_lock = threading.Lock()
-_live_pools: "weakref.WeakSet[_core.WorkerPool]" = weakref.WeakSet()
+_live_pools: weakref.WeakSet[_core.WorkerPool] = weakref.WeakSet()
 _worker_numbers = itertools.count(1)
 
 
@@ -173,7 +174,7 @@ class ThreadingMixIn:
     # At most this many requests run at once (None: no bound). At the bound
     # the server stops accepting and waiting clients stay in the kernel's
     # listen backlog (datagrams in the socket's buffer) until a worker frees.
-    max_threads: Optional[int] = None
+    max_threads: int | None = None
 
     _threads = _WorkerThreads()
 

@@ -1,7 +1,6 @@
 """``patch()``: make ``import socketserver`` resolve to socketserver_rs."""
 
 import sys
-import warnings
 
 __all__ = ["patch"]
 
@@ -28,6 +27,8 @@ def patch():
         return
     early = sorted(name for name in _BUILT_ON_SOCKETSERVER if name in sys.modules)
     if early:
+        import warnings
+
         warnings.warn(
             "socketserver_rs.patch() came after these modules were imported; they keep "
             "the standard socketserver: " + ", ".join(early),

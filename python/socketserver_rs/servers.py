@@ -5,12 +5,13 @@ of serve_forever(), the wait of handle_request() and, when no request hook
 is overridden, the whole per-request path run in the Rust core.
 """
 
+from __future__ import annotations
+
 import os
 import socket
 import sys
 import threading
 from functools import partial
-from typing import Optional
 
 from socketserver_rs import _core
 from socketserver_rs.mixins import ThreadingMixIn
@@ -93,7 +94,7 @@ class BaseServer:
     - socket
     """
 
-    timeout: Optional[float] = None
+    timeout: float | None = None
 
     def __init__(self, server_address, RequestHandlerClass):
         """Constructor.  May be extended, do not override."""
