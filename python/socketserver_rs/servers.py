@@ -1,8 +1,11 @@
 """The server classes: BaseServer, TCPServer, UDPServer and the Unix ones.
 
-They keep the standard library's hierarchy, attributes and hooks; the loop
-of serve_forever(), the wait of handle_request() and, when no request hook
-is overridden, the whole per-request path run in the Rust core.
+They keep the standard library's hierarchy, attributes and hooks. The waits
+of serve_forever() and handle_request() happen in the Rust core, and when no
+request hook is overridden the core also accepts (or receives) each request
+and queues it for a worker, so that only the handler itself runs in Python.
+Handlers always run under Python frames, never below a Rust one (see
+src/detach.rs for why).
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ if hasattr(socket, "AF_UNIX"):
 _FAST_FAMILIES = {socket.AF_INET, socket.AF_INET6}
 if hasattr(socket, "AF_UNIX"):
     _FAST_FAMILIES.add(socket.AF_UNIX)
-
 
 _TCP_FAMILIES = {socket.AF_INET, socket.AF_INET6}
 
@@ -283,9 +285,8 @@ class BaseServer:
         return None
 
     def _has_service_actions(self):
-        return type(
-            self
-        ).service_actions is not BaseServer.service_actions or "service_actions" in vars(self)
+        overridden = type(self).service_actions is not BaseServer.service_actions
+        return overridden or "service_actions" in vars(self)
 
     def _request_taker(self, loop):
         """What the loop calls when the socket is readable: the core's fast
