@@ -201,6 +201,29 @@ fn would_block_error() -> PyErr {
     os_error(io::Error::from_raw_os_error(libc::EAGAIN))
 }
 
+/// Largest send first tried with the GIL held.
+const ATTACHED_SEND_LIMIT: usize = 16 * 1024;
+
+/// A small send that fits in the socket's buffer completes at once, so it
+/// is first tried without blocking and with the GIL held: releasing the GIL
+/// around it would hand it to another thread and cost more than the copy.
+/// None when it would block (or was interrupted): then wait as usual.
+fn send_attached(fd: RawFd, data: &[u8]) -> Option<PyResult<usize>> {
+    if data.is_empty() || data.len() > ATTACHED_SEND_LIMIT {
+        return None;
+    }
+    match sys_send(
+        fd,
+        RawPtr(data.as_ptr().cast_mut()),
+        data.len(),
+        libc::MSG_DONTWAIT,
+    ) {
+        Step::Done(n) => Some(Ok(n)),
+        Step::Fail(err) => Some(Err(os_error(err))),
+        Step::Again | Step::Intr | Step::TimedOut => None,
+    }
+}
+
 /// One `send` with `SocketIO.write` semantics (`None`: would block).
 fn send_once(
     py: Python<'_>,
@@ -208,6 +231,9 @@ fn send_once(
     fd: RawFd,
     data: &[u8],
 ) -> PyResult<Option<usize>> {
+    if let Some(sent) = send_attached(fd, data) {
+        return sent.map(Some);
+    }
     let ptr = RawPtr(data.as_ptr().cast_mut());
     let len = data.len();
     let mut wait = Wait::Unknown;
@@ -227,6 +253,13 @@ fn send_all(py: Python<'_>, sock: &Bound<'_, PyAny>, fd: RawFd, data: &[u8]) -> 
     let mut off = 0;
     while off < data.len() {
         let rest = &data[off..];
+        if let Some(sent) = send_attached(fd, rest) {
+            off += sent?;
+            if off < data.len() {
+                py.check_signals()?;
+            }
+            continue;
+        }
         let ptr = RawPtr(rest.as_ptr().cast_mut());
         let len = rest.len();
         match do_io(py, sock, fd, libc::POLLOUT, &mut wait, move |flags| {
