@@ -31,6 +31,9 @@ enum Arrival {
 /// A request and its client address, as `get_request()` returns them.
 type Request<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>);
 
+/// A request the pool did not take, and whether a worker was counted for it.
+type Untaken<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>, bool);
+
 /// What the serve loop needs to take requests without calling the server's
 /// hooks: built by the Python surface only after it has checked that those
 /// hooks are the standard ones.
@@ -108,16 +111,19 @@ impl FastPath {
         }
     }
 
-    /// Queue the waiting requests (up to a batch) on the pool. Returns a
-    /// request for which a new worker must be started first (the pool has
-    /// counted it: start one, or call `cancel_worker()`), else None.
+    /// Queue the waiting requests (up to a batch) on the pool. Returns
+    /// `(request, address, counted)` for a request the pool did not take:
+    /// with `counted`, a new worker must be started for it (the pool has
+    /// counted it: start one, or call `cancel_worker()`); without, the pool
+    /// was closed meanwhile. Else None.
     fn dispatch<'py>(
         &self,
         py: Python<'py>,
         server: &Bound<'py, PyAny>,
-    ) -> PyResult<Option<Request<'py>>> {
+    ) -> PyResult<Option<Untaken<'py>>> {
         let (Some(pool), Some(runner)) = (&self.pool, &self.runner) else {
-            return self.take(py);
+            let taken = self.take(py)?;
+            return Ok(taken.map(|(request, address)| (request, address, false)));
         };
         let pool = pool.get();
         let mut buffer = match self.arrival {
@@ -144,10 +150,13 @@ impl FastPath {
             };
             // Not at the bound (checked above, and only this thread claims).
             if pool.try_claim() != Some(false) {
-                return Ok(Some((request, address)));
+                return Ok(Some((request, address, true)));
             }
-            let args = PyTuple::new(py, [server.clone(), request, address])?;
-            pool.put(runner.clone_ref(py), args.unbind());
+            let args = PyTuple::new(py, [server.clone(), request.clone(), address.clone()])?;
+            if !pool.put(runner.clone_ref(py), args.unbind()) {
+                // Closed under us (server_close(), interpreter exit).
+                return Ok(Some((request, address, false)));
+            }
         }
         Ok(None)
     }

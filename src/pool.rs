@@ -282,9 +282,11 @@ impl WorkerPool {
     }
 
     /// Queue a job from Rust (the fast path); a worker was claimed for it.
-    pub fn put(&self, func: Py<PyAny>, args: Py<PyTuple>) {
-        if let Some(sender) = &*self.lock_sender() {
-            let _ = sender.send((func, args));
+    /// False when the pool is closed (nothing was queued).
+    pub fn put(&self, func: Py<PyAny>, args: Py<PyTuple>) -> bool {
+        match &*self.lock_sender() {
+            Some(sender) => sender.send((func, args)).is_ok(),
+            None => false,
         }
     }
 

@@ -2,6 +2,7 @@
 block_on_close and exceptions escaping a request."""
 
 import socket
+import sys
 import threading
 import time
 
@@ -260,3 +261,51 @@ def test_interpreter_exit_does_not_wait_for_idle_workers():
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "done"
     assert time.monotonic() - started < 5
+
+
+class _Upper(socketserver_rs.StreamRequestHandler):
+    def handle(self):
+        self.wfile.write(self.rfile.readline().upper())
+
+
+def _served_after_pool_closed(replace_pool):
+    errors = []
+
+    class Server(socketserver_rs.ThreadingTCPServer):
+        def handle_error(self, request, client_address):
+            errors.append((client_address, sys.exc_info()[0]))
+
+    server = Server(("127.0.0.1", 0), _Upper)
+    serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    serving.start()
+    try:
+        with socket.create_connection(server.server_address, timeout=5) as client:
+            client.sendall(b"warm\n")
+            assert client.recv(16) == b"WARM\n"
+        pool = server._worker_pool()
+        if replace_pool:
+            # As server_close() leaves it: this server gets a new pool.
+            server.__dict__.pop("_ThreadingMixIn__pool")
+        pool.close()
+        with socket.create_connection(server.server_address, timeout=5) as client:
+            client.sendall(b"after\n")
+            reply = client.recv(16)
+            return reply, errors, client.getsockname()
+    finally:
+        server.shutdown()
+        serving.join(5)
+        server.server_close()
+
+
+def test_a_request_met_by_a_replaced_pool_is_served():
+    reply, errors, _ = _served_after_pool_closed(replace_pool=True)
+    assert reply == b"AFTER\n"
+    assert errors == []
+
+
+def test_a_request_met_by_a_closed_pool_reaches_handle_error():
+    # The standard module, unable to start a thread, reports it through
+    # handle_error and closes the request; so does the pool once closed.
+    reply, errors, address = _served_after_pool_closed(replace_pool=False)
+    assert reply == b""
+    assert errors == [(address, RuntimeError)]

@@ -71,9 +71,10 @@ class FastPath:
     ) -> FastPath: ...
     def take(self) -> Optional[tuple[Any, Any]]:
         """One (request, client_address), or None when none could be taken."""
-    def dispatch(self, server: Any) -> Optional[tuple[Any, Any]]:
-        """Queue the waiting requests on the pool; return one that needs a
-        new worker started first, else None."""
+    def dispatch(self, server: Any) -> Optional[tuple[Any, Any, bool]]:
+        """Queue the waiting requests on the pool; return (request, address,
+        counted) for one it did not take (counted: a new worker must be
+        started for it; else the pool was closed), or None."""
 
 @final
 class WorkerPool:

@@ -241,17 +241,19 @@ class ThreadingMixIn:
 
     def _dispatch_fast(self, fast, runner):
         # The fast path's process_request(): the core queues the waiting
-        # requests and hands back one that needs a new worker first.
-        pending = fast.dispatch(self)
-        if pending is None:
+        # requests and hands back one it could not queue: one that needs a
+        # new worker first (counted), or one met by a closed pool (then this
+        # server's current pool takes it, or it fails as process_request()
+        # would).
+        untaken = fast.dispatch(self)
+        if untaken is None:
             return
+        request, client_address, counted = untaken
         pool = self._worker_pool()
         try:
-            self._start_worker(pool)
+            if counted or pool.needs_worker():
+                self._start_worker(pool)
+            pool.submit(runner, (self, request, client_address))
         except Exception:
-            # As a failed thread start in process_request() would end.
-            request, client_address = pending
             self.handle_error(request, client_address)
             self.shutdown_request(request)
-            return
-        pool.submit(runner, (self, *pending))
