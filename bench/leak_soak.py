@@ -24,6 +24,8 @@ import sys
 import threading
 import time
 
+from lines import read_line
+
 import socketserver_rs as socketserver
 
 HANDLER_TIMEOUT = 0.2
@@ -71,16 +73,6 @@ def read_to_eof(sock):
         if not chunk:
             return data
         data += chunk
-
-
-def read_line(sock):
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 def one_connection(address, number):

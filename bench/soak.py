@@ -20,6 +20,8 @@ import sys
 import threading
 import time
 
+from lines import read_line
+
 # A TCP reply later than this (seconds) counts as slow: every request has a
 # thread of its own, so none should wait for another connection to end.
 SLOW = 1.0
@@ -67,16 +69,6 @@ class Stats:
             self.counts[name] += 1
             if error is not None and len(self.first_errors) < 5:
                 self.first_errors.append(error)
-
-
-def read_line(sock):
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 def keepalive_client(address, tag, deadline, stats):
