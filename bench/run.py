@@ -361,35 +361,49 @@ def run_timed_workloads(cfg, results):
         )
 
 
+def with_server(spec, measure):
+    """Start the server of `spec`, return measure(server) and stop it; None
+    (and a FAILED line) when the server or the measurement fails."""
+    try:
+        server = Server(server_argv(spec), label(spec))
+    except RuntimeError as err:
+        log(f"   {label(spec)}: FAILED: {err}")
+        return None
+    try:
+        return measure(server)
+    except RuntimeError as err:
+        log(f"   {label(spec)}: FAILED: {err}")
+        return None
+    finally:
+        server.stop()
+
+
 def run_idle(cfg, results):
     log("== 1,000 idle keep-alive connections")
-    for spec in [STD_TTCP, RS_TTCP, UVLOOP_TCP, RUST_TCP]:
-        try:
-            server = Server(server_argv(spec), label(spec))
-        except RuntimeError as err:
-            log(f"   {label(spec)}: FAILED: {err}")
-            continue
+
+    def measure(server):
         before = rss_kib(server.pid)
         seen = {}
 
-        def on_line(line, proc, server=server, seen=seen):
+        def on_line(line, proc):
             if line == "HELD":
                 time.sleep(0.5)  # let the last handlers settle
                 seen["rss"] = rss_kib(server.pid)
                 proc.stdin.close()
 
-        try:
-            result = loadgen("idle", server.port, {"conns": 1000, "hold": 30}, 90, on_line)
-        except RuntimeError as err:
-            log(f"   {label(spec)}: FAILED: {err}")
+        result = loadgen("idle", server.port, {"conns": 1000, "hold": 30}, 90, on_line)
+        return before, seen.get("rss", math.nan), result
+
+    for spec in [STD_TTCP, RS_TTCP, UVLOOP_TCP, RUST_TCP]:
+        measured = with_server(spec, measure)
+        if measured is None:
             continue
-        finally:
-            server.stop()
+        before, held, result = measured
         row = {
             "label": label(spec),
             "spec": spec,
             "before_kib": before,
-            "held_kib": seen.get("rss", math.nan),
+            "held_kib": held,
             "held": result["held"],
             "errors": result["errors"],
             "open_s": result["secs"],
@@ -400,19 +414,11 @@ def run_idle(cfg, results):
 
 def run_burst(cfg, results):
     log("== burst of 64 simultaneous connects")
+    options = {"conns": 64, "rounds": cfg.burst_rounds}
     for spec in [STD_TTCP, RS_TTCP]:
-        try:
-            server = Server(server_argv(spec), label(spec))
-        except RuntimeError as err:
-            log(f"   {label(spec)}: FAILED: {err}")
+        result = with_server(spec, lambda server: loadgen("burst", server.port, options, 300))
+        if result is None:
             continue
-        try:
-            result = loadgen("burst", server.port, {"conns": 64, "rounds": cfg.burst_rounds}, 300)
-        except RuntimeError as err:
-            log(f"   {label(spec)}: FAILED: {err}")
-            continue
-        finally:
-            server.stop()
         row = {
             "label": label(spec),
             "spec": spec,

@@ -102,6 +102,16 @@ struct Tally {
 }
 
 impl Tally {
+    /// One request of the measured window: its latency, or an error.
+    fn record(&mut self, ok: bool, took: Duration) {
+        if ok {
+            self.requests += 1;
+            self.latencies_ns.push(took.as_nanos() as u64);
+        } else {
+            self.errors += 1;
+        }
+    }
+
     fn merge(&mut self, other: Tally) {
         self.requests += other.requests;
         self.errors += other.errors;
@@ -275,12 +285,7 @@ fn connper(args: &Args, addr: SocketAddr) {
             });
             let ended = Instant::now();
             if phase.load(Ordering::Relaxed) == MEASURE {
-                if ok.is_ok() {
-                    tally.requests += 1;
-                    tally.latencies_ns.push((ended - began).as_nanos() as u64);
-                } else {
-                    tally.errors += 1;
-                }
+                tally.record(ok.is_ok(), ended - began);
             }
             if ok.is_err() {
                 thread::sleep(Duration::from_millis(1));
@@ -313,12 +318,7 @@ fn udp(args: &Args, addr: SocketAddr) {
             });
             let ended = Instant::now();
             if phase.load(Ordering::Relaxed) == MEASURE {
-                if ok.is_ok() {
-                    tally.requests += 1;
-                    tally.latencies_ns.push((ended - began).as_nanos() as u64);
-                } else {
-                    tally.errors += 1;
-                }
+                tally.record(ok.is_ok(), ended - began);
             }
         }
         tally
