@@ -7,6 +7,7 @@ mod dispatch;
 mod errors;
 mod listener;
 mod pool;
+mod readbuf;
 mod serve;
 mod stream;
 

@@ -25,6 +25,7 @@ use pyo3::sync::{MutexExt, PyOnceLock};
 use pyo3::types::{PyBytes, PyList, PyTuple, PyType};
 
 use crate::errors::{os_error, socket_timeout};
+use crate::readbuf::ReadBuf;
 
 /// `io.DEFAULT_BUFFER_SIZE`.
 const DEFAULT_BUFFER_SIZE: usize = 8192;
@@ -532,28 +533,6 @@ fn closed_error(msg: &str) -> PyErr {
 const CLOSED_FILE: &str = "I/O operation on closed file.";
 const CLOSED_SOCKET: &str = "I/O operation on closed socket.";
 
-/// A buffer of `len` zero bytes from the allocator's zeroed memory: fresh
-/// pages stay untouched (and out of the resident set) until data lands in
-/// them, as with the io module's buffers, where filling a Vec would touch
-/// every page of every idle connection's buffer.
-fn zeroed_buffer(len: usize) -> PyResult<Vec<u8>> {
-    if len == 0 {
-        return Ok(Vec::new());
-    }
-    let layout = std::alloc::Layout::array::<u8>(len)
-        .map_err(|_| PyMemoryError::new_err("buffer size too large"))?;
-    // SAFETY: the layout has a non-zero size.
-    let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
-    if ptr.is_null() {
-        return Err(PyMemoryError::new_err(format!(
-            "cannot allocate a {len}-byte buffer"
-        )));
-    }
-    // SAFETY: `ptr` holds `len` initialised (zero) bytes allocated by the
-    // global allocator with the layout of a `[u8; len]`, as a Vec expects.
-    Ok(unsafe { Vec::from_raw_parts(ptr, len, len) })
-}
-
 fn reserve(vec: &mut Vec<u8>, extra: usize) -> PyResult<()> {
     vec.try_reserve(extra)
         .map_err(|_| PyMemoryError::new_err(()))
@@ -610,7 +589,7 @@ struct ReaderState {
     sock: Option<Py<PyAny>>,
     /// The buffer (`bufsize` bytes; empty when unbuffered); `buf[pos..end]`
     /// holds the bytes read ahead.
-    buf: Vec<u8>,
+    buf: ReadBuf,
     pos: usize,
     end: usize,
     timed_out: bool,
@@ -688,11 +667,11 @@ impl<'py> Rd<'_, 'py> {
     fn fill(&mut self) -> PyResult<Option<usize>> {
         let cap = self.st.buf.len();
         let start = self.st.end;
-        // SAFETY: start <= cap = buf.len().
-        let ptr = unsafe { self.st.buf.as_mut_ptr().add(start) };
+        let ptr = self.st.buf.spare_ptr(start);
         let res = self.raw_read(ptr, cap - start, 0)?;
         if let Some(n) = res {
             self.st.end += n.min(cap - start);
+            self.st.buf.mark_filled(self.st.end);
         }
         Ok(res)
     }
@@ -940,7 +919,8 @@ impl<'py> Rd<'_, 'py> {
         if have > 0 {
             let n = have.min(len);
             // SAFETY: dst has room for len >= n bytes; the regions are distinct.
-            unsafe { std::ptr::copy_nonoverlapping(self.st.buf.as_ptr().add(self.st.pos), dst, n) };
+            let pos = self.st.pos;
+            unsafe { std::ptr::copy_nonoverlapping(self.st.buf[pos..pos + n].as_ptr(), dst, n) };
             self.st.pos += n;
             if have >= len {
                 return Ok(Some(len));
@@ -959,10 +939,11 @@ impl<'py> Rd<'_, 'py> {
                 match self.fill()? {
                     Some(k) if k > 0 => {
                         let k = k.min(remaining);
+                        let pos = self.st.pos;
                         // SAFETY: k <= remaining bytes of room at dst + written.
                         unsafe {
                             std::ptr::copy_nonoverlapping(
-                                self.st.buf.as_ptr().add(self.st.pos),
+                                self.st.buf[pos..pos + k].as_ptr(),
                                 dst.add(written),
                                 k,
                             )
@@ -1042,7 +1023,9 @@ impl SocketReader {
             return Err(os_error(io::Error::from_raw_os_error(libc::EBADF)));
         }
         let bufsize = usize::try_from(bufsize).unwrap_or(DEFAULT_BUFFER_SIZE);
-        let buf = zeroed_buffer(bufsize)?;
+        let buf = ReadBuf::new(bufsize).ok_or_else(|| {
+            PyMemoryError::new_err(format!("cannot allocate a {bufsize}-byte buffer"))
+        })?;
         incref_socketios(py, sock)?;
         Ok(SocketReader {
             fd,
@@ -1228,7 +1211,7 @@ impl SocketReader {
         let sock = {
             let mut st = self.state.lock(py, "SocketReader")?;
             let sock = st.sock.take();
-            st.buf = Vec::new();
+            st.buf = ReadBuf::empty();
             st.pos = 0;
             st.end = 0;
             self.closed.store(true, Ordering::Release);
@@ -1738,7 +1721,7 @@ fn recv_message<'py>(
     let fd = socket_fd(py, sock)?;
     let mut st = ReaderState {
         sock: Some(sock.clone().unbind()),
-        buf: Vec::new(),
+        buf: ReadBuf::empty(),
         pos: 0,
         end: 0,
         timed_out: false,
