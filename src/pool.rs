@@ -195,7 +195,8 @@ impl WorkerPool {
         }
     }
 
-    /// Queue `func(*args)`; a worker was claimed for it with `needs_worker()`.
+    /// Queue `func(*args)`, args being (server, request, client_address); a
+    /// worker was claimed for it with `needs_worker()`.
     fn submit(&self, func: Py<PyAny>, args: Py<PyTuple>) -> PyResult<()> {
         match &*self.lock_sender() {
             Some(sender) => {

@@ -92,7 +92,7 @@ class WorkerPool:
         """Claim a worker for one more job; True when a new one must be started."""
     def cancel_worker(self) -> None:
         """A worker counted by needs_worker() could not be started."""
-    def submit(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    def submit(self, func: Callable[..., Any], args: tuple[Any, Any, Any]) -> None:
         """Queue func(*args)."""
     def worker(self) -> Worker:
         """The handle a new worker thread runs with."""
@@ -109,7 +109,7 @@ class WorkerPool:
 class Worker:
     """One worker thread's view of its pool."""
 
-    def take(self) -> Optional[tuple[Callable[..., Any], tuple[Any, ...]]]:
+    def take(self) -> Optional[tuple[Callable[..., Any], tuple[Any, Any, Any]]]:
         """The next job, or None when the worker should leave."""
     def exit(self) -> None:
         """The worker thread is ending."""
