@@ -136,8 +136,12 @@ impl FastPath {
             if pool.is_full() {
                 break;
             }
+            // accept() would block when no connection waits; a datagram is
+            // received without blocking and needs no poll(2) first.
+            let stream = matches!(self.arrival, Arrival::Stream { .. });
             if taken > 0
-                && (self.serve_loop.get().is_shutdown_requested() || !readable_now(self.fd))
+                && (self.serve_loop.get().is_shutdown_requested()
+                    || (stream && !readable_now(self.fd)))
             {
                 break;
             }
