@@ -11,7 +11,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
@@ -126,6 +126,14 @@ impl WorkerPool {
     #[new]
     #[pyo3(signature = (idle_timeout = 10.0, max_workers = None))]
     fn new(idle_timeout: f64, max_workers: Option<usize>) -> PyResult<Self> {
+        let idle_timeout = Duration::try_from_secs_f64(idle_timeout)
+            .ok()
+            .filter(|timeout| !timeout.is_zero())
+            .ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "idle_timeout must be a positive number of seconds, not {idle_timeout}"
+                ))
+            })?;
         let free_slots = match max_workers {
             Some(_) => {
                 let (reader, writer) =
@@ -145,7 +153,7 @@ impl WorkerPool {
                     ..Counts::default()
                 }),
                 freed: Condvar::new(),
-                idle_timeout: Duration::from_secs_f64(idle_timeout.max(0.001)),
+                idle_timeout,
                 free_slots,
             }),
             sender: Mutex::new(Some(sender)),

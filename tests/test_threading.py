@@ -309,3 +309,52 @@ def test_a_request_met_by_a_closed_pool_reaches_handle_error():
     reply, errors, address = _served_after_pool_closed(replace_pool=False)
     assert reply == b""
     assert errors == [(address, RuntimeError)]
+
+
+def test_idle_workers_retire_after_idle_thread_timeout(runner):
+    class Handler(socketserver_rs.BaseRequestHandler):
+        def handle(self):
+            self.request.sendall(self.request.recv(10))
+
+    class Server(socketserver_rs.ThreadingTCPServer):
+        idle_thread_timeout = 0.2
+
+    server = runner.track(Server(("127.0.0.1", 0), Handler))
+    runner.start(server)
+    assert stream_request(server.server_address, b"hi") == b"hi"
+    (worker,) = server._threads
+    worker.join(3.0)  # the default timeout (10 s) would keep it alive
+    assert not worker.is_alive()
+    assert len(server._threads) == 0
+    assert stream_request(server.server_address, b"again") == b"again"
+    (new_worker,) = server._threads
+    assert new_worker is not worker
+
+
+@pytest.mark.parametrize(
+    "attribute, value",
+    [
+        ("idle_thread_timeout", 0),
+        ("idle_thread_timeout", -1.0),
+        ("idle_thread_timeout", float("nan")),
+        ("idle_thread_timeout", float("inf")),
+        ("idle_thread_timeout", "5"),
+        ("idle_thread_timeout", None),
+        ("max_threads", 0),
+        ("max_threads", 2.0),
+        ("max_threads", True),
+    ],
+)
+def test_pool_settings_are_checked_when_serving_starts(attribute, value, runner):
+    server = runner.track(
+        socketserver_rs.ThreadingTCPServer(("127.0.0.1", 0), socketserver_rs.BaseRequestHandler)
+    )
+    setattr(server, attribute, value)
+    with pytest.raises(ValueError, match=attribute):
+        server.serve_forever(poll_interval=0.05)
+
+
+@pytest.mark.parametrize("seconds", [0.0, -1.0, float("nan"), float("inf")])
+def test_the_core_pool_refuses_a_useless_idle_timeout(seconds):
+    with pytest.raises(ValueError, match="idle_timeout"):
+        socketserver_rs._core.WorkerPool(idle_timeout=seconds)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import threading
 import weakref
@@ -130,6 +131,15 @@ def _close_live_pools():
 threading._register_atexit(_close_live_pools)  # type: ignore[attr-defined]
 
 
+def _idle_timeout(server):
+    seconds = server.idle_thread_timeout
+    if type(seconds) not in (int, float) or not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(
+            f"idle_thread_timeout must be a positive number of seconds, not {seconds!r}"
+        )
+    return float(seconds)
+
+
 def _thread_bound(server):
     bound = server.max_threads
     if bound is None:
@@ -190,6 +200,8 @@ class ThreadingMixIn:
     # the server stops accepting and waiting clients stay in the kernel's
     # listen backlog (datagrams in the socket's buffer) until a worker frees.
     max_threads: int | None = None
+    # Seconds a worker waits for another request before it retires.
+    idle_thread_timeout: float = 10.0
 
     _threads = _WorkerThreads()
 
@@ -231,7 +243,9 @@ class ThreadingMixIn:
             with _pool_lock:
                 pool = self.__dict__.get("_ThreadingMixIn__pool")
                 if pool is None:
-                    pool = self.__pool = _core.WorkerPool(max_workers=_thread_bound(self))
+                    pool = self.__pool = _core.WorkerPool(
+                        idle_timeout=_idle_timeout(self), max_workers=_thread_bound(self)
+                    )
                     _live_pools.add(pool)
         return pool
 
