@@ -1,12 +1,16 @@
 """Servers built on socketserver (the standard library's, werkzeug's
 development server, dnslib's DNS server) run on the Rust core after
-socketserver_rs.patch(), each in a fresh interpreter."""
+socketserver_rs.patch(), each in a fresh interpreter; where a program runs
+unchanged on the standard module too, both runs must print the same."""
 
+import pathlib
 import subprocess
 import sys
 import textwrap
 
 import pytest
+
+DATA = pathlib.Path(__file__).resolve().parent / "data"
 
 PRELUDE = """
 import socketserver_rs
@@ -188,3 +192,115 @@ def test_patch_after_http_server_warns():
     )
     assert result.returncode != 0
     assert "http.server" in result.stderr and "RuntimeWarning" in result.stderr
+
+
+# -- programs run on both modules ---------------------------------------------
+
+ON_OURS = """
+import socketserver_rs
+socketserver_rs.patch()
+import socketserver
+assert socketserver is socketserver_rs
+"""
+ON_OURS_CHECK = """
+import sys
+assert not [m for m in list(sys.modules.values()) if getattr(m, "__name__", "") == "socketserver"]
+"""
+ON_STANDARD = """
+import socketserver
+"""
+ON_STANDARD_CHECK = """
+import sys
+assert "socketserver_rs" not in sys.modules
+"""
+
+HTTPS_SERVER = """
+import http.client, http.server, os, socket, ssl, sys, tempfile, threading
+cert, key = (os.path.join(sys.argv[1], name) for name in ("localhost.crt", "localhost.key"))
+root = tempfile.mkdtemp()
+with open(os.path.join(root, "hello.txt"), "wb") as f:
+    f.write(b"hello over TLS")
+connections = []
+
+class Handler(http.server.SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, directory=root, **kwargs)
+    def setup(self):
+        super().setup()
+        connections.append((self.client_address, self.request.version()))
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+
+httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+serving = threading.Thread(target=httpd.serve_forever, daemon=True)
+serving.start()
+with socket.create_connection(("127.0.0.1", httpd.server_port), timeout=10) as plain:
+    plain.sendall(b"GET /hello.txt HTTP/1.0\\r\\n\\r\\n")
+    try:
+        while plain.recv(4096):
+            pass
+    except ConnectionResetError:
+        pass
+print("a client speaking plain HTTP gets no reply")
+trusting = ssl.create_default_context(cafile=cert)
+conn = http.client.HTTPSConnection("127.0.0.1", httpd.server_port, timeout=10, context=trusting)
+requests = [
+    ("GET", "/hello.txt", None),
+    ("POST", "/echo", b"posted " * 20000),
+    ("GET", "/hello.txt", None),
+    ("POST", "/echo", b"again"),
+    ("GET", "/missing", None),
+]
+for method, path, body in requests:
+    conn.request(method, path, body=body)
+    response = conn.getresponse()
+    data = response.read()
+    print(method, path, response.status, len(data), data[:20], response.will_close)
+    if conn.sock is not None:
+        client_port = conn.sock.getsockname()[1]
+conn.close()
+httpd.shutdown()
+serving.join(10)
+httpd.server_close()
+print(not serving.is_alive(), [(port == client_port, v) for (_, port), v in connections])
+print("served")
+"""
+
+
+def run_on(module, program, *args):
+    if module == "socketserver_rs":
+        code = ON_OURS + program + ON_OURS_CHECK
+    else:
+        code = ON_STANDARD + program + ON_STANDARD_CHECK
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, f"on {module}:\n{result.stderr}"
+    return result.stdout, result.stderr
+
+
+COMPARED = {
+    "https": (HTTPS_SERVER, None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(COMPARED))
+def test_program_prints_the_same_on_both_modules(case):
+    program, normalize = COMPARED[case]
+    ours, our_errors = run_on("socketserver_rs", program, str(DATA))
+    theirs, their_errors = run_on("socketserver", program, str(DATA))
+    assert theirs.splitlines()[-1] == "served", theirs
+    if normalize is not None:
+        ours, theirs = normalize(ours), normalize(theirs)
+    assert ours == theirs
+    assert our_errors == their_errors == ""
