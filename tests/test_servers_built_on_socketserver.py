@@ -1,7 +1,8 @@
 """Servers built on socketserver (the standard library's, werkzeug's
-development server, dnslib's DNS server) run on the Rust core after
-socketserver_rs.patch(), each in a fresh interpreter; where a program runs
-unchanged on the standard module too, both runs must print the same."""
+development server, dnslib's DNS server, prometheus_client's exporter) run
+on the Rust core after socketserver_rs.patch(), each in a fresh interpreter;
+where a program runs unchanged on the standard module too, both runs must
+print the same."""
 
 import pathlib
 import subprocess
@@ -276,6 +277,26 @@ print(not serving.is_alive(), [(port == client_port, v) for (_, port), v in conn
 print("served")
 """
 
+PROMETHEUS = """
+import urllib.request
+import prometheus_client
+requests = prometheus_client.Counter("handled_requests", "Requests handled")
+requests.inc(3)
+server, thread = prometheus_client.start_http_server(0, addr="127.0.0.1")
+print(isinstance(server, socketserver.ThreadingMixIn), server.daemon_threads)
+url = "http://127.0.0.1:%d/metrics" % server.server_port
+for _ in range(2):
+    with urllib.request.urlopen(url, timeout=10) as response:
+        lines = response.read().decode().splitlines()
+    print(response.status, [line for line in lines if line.startswith("handled_requests_total")])
+    requests.inc()
+server.shutdown()
+server.server_close()
+thread.join(10)
+print(thread.is_alive())
+print("served")
+"""
+
 
 def run_on(module, program, *args):
     if module == "socketserver_rs":
@@ -291,6 +312,7 @@ def run_on(module, program, *args):
 
 COMPARED = {
     "https": (HTTPS_SERVER, None),
+    "prometheus_client": (PROMETHEUS, None),
 }
 
 
