@@ -1,10 +1,11 @@
 """Servers built on socketserver (the standard library's, werkzeug's
-development server, dnslib's DNS server, prometheus_client's exporter) run
-on the Rust core after socketserver_rs.patch(), each in a fresh interpreter;
-where a program runs unchanged on the standard module too, both runs must
-print the same."""
+development server, dnslib's DNS server, prometheus_client's exporter, the
+documentation's examples) run on the Rust core after socketserver_rs.patch(),
+each in a fresh interpreter; where a program runs unchanged on the standard
+module too, both runs must print the same."""
 
 import pathlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -297,6 +298,145 @@ print(thread.is_alive())
 print("served")
 """
 
+DOCS_CLIENT = """
+import socket, threading
+
+def client(data, port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(("localhost", port))
+        sock.sendall(bytes(data + "\\n", "utf-8"))
+        received = str(sock.recv(1024), "utf-8")
+    print("Sent:     {}".format(data))
+    print("Received: {}".format(received))
+
+def serve(server, *messages):
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    for message in messages:
+        client(message, server.server_address[1])
+    server.shutdown()
+    serving.join(10)
+"""
+
+DOCS_TCP = """
+class MyTCPHandler(socketserver.BaseRequestHandler):
+    def handle(self):
+        # self.request is the TCP socket connected to the client
+        self.data = self.request.recv(1024).strip()
+        print("{} wrote:".format(self.client_address[0]))
+        print(self.data)
+        # just send back the same data, but upper-cased
+        self.request.sendall(self.data.upper())
+
+with socketserver.TCPServer(("localhost", 0), MyTCPHandler) as server:
+    serve(server, "hello world", "and again")
+print("served")
+"""
+
+DOCS_STREAM = """
+class MyTCPHandler(socketserver.StreamRequestHandler):
+    def handle(self):
+        # self.rfile is a file-like object created by the handler;
+        # we can now use e.g. readline() instead of raw recv() calls
+        self.data = self.rfile.readline().strip()
+        print("{} wrote:".format(self.client_address[0]))
+        print(self.data)
+        # Likewise, self.wfile is a file-like object used to write back
+        # to the client
+        self.wfile.write(self.data.upper())
+
+with socketserver.TCPServer(("localhost", 0), MyTCPHandler) as server:
+    serve(server, "hello world", "and again")
+print("served")
+"""
+
+DOCS_UDP = """
+import socket, threading
+
+class MyUDPHandler(socketserver.BaseRequestHandler):
+    def handle(self):
+        data = self.request[0].strip()
+        socket = self.request[1]
+        print("{} wrote:".format(self.client_address[0]))
+        print(data)
+        socket.sendto(data.upper(), self.client_address)
+
+with socketserver.UDPServer(("localhost", 0), MyUDPHandler) as server:
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    for data in ("hello world", "and again"):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.settimeout(10)
+        sock.sendto(bytes(data + "\\n", "utf-8"), ("localhost", server.server_address[1]))
+        received = str(sock.recv(1024), "utf-8")
+        sock.close()
+        print("Sent:     {}".format(data))
+        print("Received: {}".format(received))
+    server.shutdown()
+    serving.join(10)
+print("served")
+"""
+
+DOCS_ASYNC_MIXINS = """
+import socket
+import threading
+
+class ThreadedTCPRequestHandler(socketserver.BaseRequestHandler):
+
+    def handle(self):
+        data = str(self.request.recv(1024), 'ascii')
+        cur_thread = threading.current_thread()
+        response = bytes("{}: {}".format(cur_thread.name, data), 'ascii')
+        self.request.sendall(response)
+
+class ThreadedTCPServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    pass
+
+def client(ip, port, message):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect((ip, port))
+        sock.sendall(bytes(message, 'ascii'))
+        response = str(sock.recv(1024), 'ascii')
+        print("Received: {}".format(response))
+
+# Port 0 means to select an arbitrary unused port
+HOST, PORT = "localhost", 0
+
+server = ThreadedTCPServer((HOST, PORT), ThreadedTCPRequestHandler)
+with server:
+    ip, port = server.server_address
+
+    # Start a thread with the server -- that thread will then start one
+    # more thread for each request
+    server_thread = threading.Thread(target=server.serve_forever)
+    # Exit the server thread when the main thread terminates
+    server_thread.daemon = True
+    server_thread.start()
+    print("Server loop running in thread:", server_thread.name)
+
+    client(ip, port, "Hello World 1")
+    client(ip, port, "Hello World 2")
+    client(ip, port, "Hello World 3")
+
+    server.shutdown()
+print("served")
+"""
+
+SERVER_THREAD_NAME = re.compile(r"^Received: (.+): (Hello World \d)$", re.M)
+
+
+def without_handler_thread_names(output):
+    """The output with each reply's handler thread name replaced, after
+    checking it names neither the main thread nor the server loop's."""
+    loop = re.search(r"^Server loop running in thread: (.+)$", output, re.M).group(1)
+    names = SERVER_THREAD_NAME.findall(output)
+    assert len(names) == 3, output
+    for name, _ in names:
+        assert name not in ("MainThread", loop), output
+    return SERVER_THREAD_NAME.sub(r"Received: <thread>: \2", output)
+
 
 def run_on(module, program, *args):
     if module == "socketserver_rs":
@@ -313,6 +453,10 @@ def run_on(module, program, *args):
 COMPARED = {
     "https": (HTTPS_SERVER, None),
     "prometheus_client": (PROMETHEUS, None),
+    "docs-tcp": (DOCS_CLIENT + DOCS_TCP, None),
+    "docs-stream": (DOCS_CLIENT + DOCS_STREAM, None),
+    "docs-udp": (DOCS_UDP, None),
+    "docs-async-mixins": (DOCS_ASYNC_MIXINS, without_handler_thread_names),
 }
 
 
