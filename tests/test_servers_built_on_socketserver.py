@@ -424,6 +424,94 @@ with server:
 print("served")
 """
 
+LOGGING_RECEIVER = """
+import logging, logging.handlers, pickle, struct, threading
+
+class LogRecordStreamHandler(socketserver.StreamRequestHandler):
+    def handle(self):
+        while True:
+            chunk = self.connection.recv(4)
+            if len(chunk) < 4:
+                break
+            slen = struct.unpack('>L', chunk)[0]
+            chunk = self.connection.recv(slen)
+            while len(chunk) < slen:
+                chunk = chunk + self.connection.recv(slen - len(chunk))
+            obj = self.unPickle(chunk)
+            record = logging.makeLogRecord(obj)
+            self.handleLogRecord(record)
+
+    def unPickle(self, data):
+        return pickle.loads(data)
+
+    def handleLogRecord(self, record):
+        if self.server.logname is not None:
+            name = self.server.logname
+        else:
+            name = record.name
+        logger = logging.getLogger(name)
+        logger.handle(record)
+
+class LogRecordSocketReceiver(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+
+    def __init__(self, host='localhost',
+                 port=logging.handlers.DEFAULT_TCP_LOGGING_PORT,
+                 handler=LogRecordStreamHandler):
+        socketserver.ThreadingTCPServer.__init__(self, (host, port), handler)
+        self.abort = 0
+        self.timeout = 1
+        self.logname = None
+
+    def serve_until_stopped(self):
+        import select
+        abort = 0
+        while not abort:
+            rd, wr, ex = select.select([self.socket.fileno()],
+                                       [], [],
+                                       self.timeout)
+            if rd:
+                self.handle_request()
+            abort = self.abort
+
+messages = ["small", "x" * 100_000, "%d items", "y" * 300_000, "last"]
+received = []
+all_received = threading.Event()
+
+class Collect(logging.Handler):
+    def emit(self, record):
+        received.append(record)
+        if len(received) == len(messages):
+            all_received.set()
+
+logging.getLogger("received").addHandler(Collect())
+logging.getLogger("received").propagate = False
+tcpserver = LogRecordSocketReceiver(host="127.0.0.1", port=0)
+tcpserver.logname = "received"
+print('About to start TCP server...')
+receiving = threading.Thread(target=tcpserver.serve_until_stopped, daemon=True)
+receiving.start()
+
+sender = logging.getLogger("sender")
+sender.propagate = False
+sender.setLevel(logging.DEBUG)
+socket_handler = logging.handlers.SocketHandler("127.0.0.1", tcpserver.server_address[1])
+sender.addHandler(socket_handler)
+for level, message in zip((10, 20, 30, 40, 50), messages):
+    sender.log(level, message, *((7,) if "%" in message else ()))
+print(all_received.wait(10))
+sender.removeHandler(socket_handler)
+socket_handler.close()
+tcpserver.abort = 1
+receiving.join(10)
+tcpserver.server_close()
+print(receiving.is_alive())
+for record in received:
+    message = record.getMessage()
+    print(record.name, record.levelname, len(message), message[:10])
+print("served")
+"""
+
 SERVER_THREAD_NAME = re.compile(r"^Received: (.+): (Hello World \d)$", re.M)
 
 
@@ -457,6 +545,7 @@ COMPARED = {
     "docs-stream": (DOCS_CLIENT + DOCS_STREAM, None),
     "docs-udp": (DOCS_UDP, None),
     "docs-async-mixins": (DOCS_ASYNC_MIXINS, without_handler_thread_names),
+    "logging-cookbook-receiver": (LOGGING_RECEIVER, None),
 }
 
 
