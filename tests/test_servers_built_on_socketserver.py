@@ -2,15 +2,21 @@
 development server, dnslib's DNS server, prometheus_client's exporter, the
 documentation's examples) run on the Rust core after socketserver_rs.patch(),
 each in a fresh interpreter; where a program runs unchanged on the standard
-module too, both runs must print the same."""
+module too, both runs must print the same. Then the socket tutorial's
+points, observed inside handlers on both modules."""
 
+import errno
+import hashlib
 import pathlib
 import re
+import socket
+import struct
 import subprocess
 import sys
 import textwrap
 
 import pytest
+from conftest import IO_TIMEOUT, address_for
 
 DATA = pathlib.Path(__file__).resolve().parent / "data"
 
@@ -559,3 +565,134 @@ def test_program_prints_the_same_on_both_modules(case):
         ours, theirs = normalize(ours), normalize(theirs)
     assert ours == theirs
     assert our_errors == their_errors == ""
+
+
+# -- the socket tutorial's points, inside handlers -----------------------------
+
+PAYLOAD = bytes(range(256)) * 16384 + b"tail"  # 4 MiB and a few bytes
+
+
+def recv_exactly(sock, size):
+    """The socket tutorial's receive loop: size bytes, or fewer at EOF."""
+    chunks = []
+    while size:
+        chunk = sock.recv(min(size, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def outcome(call, *args):
+    """What a call returned, or the class of the OSError it raised."""
+    try:
+        return call(*args)
+    except OSError as exc:
+        return type(exc)
+
+
+def tutorial_class(variant, name, family):
+    cls = getattr(variant.mod, name)
+    if family != cls.address_family:
+        cls = type(name, (cls,), {"address_family": family})
+    return variant.server_class(cls)
+
+
+def tutorial_client(server, kind):
+    sock = socket.socket(server.address_family, kind)
+    sock.settimeout(IO_TIMEOUT)
+    return sock
+
+
+STREAM_SERVERS = [
+    ("TCPServer", socket.AF_INET),
+    ("ThreadingTCPServer", socket.AF_INET),
+    ("TCPServer", socket.AF_INET6),
+    ("UnixStreamServer", socket.AF_UNIX),
+]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "name, family", STREAM_SERVERS, ids=["tcp", "threading-tcp", "tcp-ipv6", "unix-stream"]
+)
+def test_socket_tutorial_in_a_stream_handler(variant, name, family, runner, unix_path):
+    seen = {}
+
+    class Observer(variant.mod.BaseRequestHandler):
+        def handle(self):
+            sock = self.request
+            seen["getpeername() == client_address"] = sock.getpeername() == self.client_address
+            seen["getsockname() == server_address"] = (
+                sock.getsockname() == self.server.server_address
+            )
+            seen["timeout at first"] = sock.gettimeout()
+            sock.settimeout(0.05)
+            seen["recv from a silent peer, settimeout"] = outcome(sock.recv, 1)
+            sock.setblocking(False)
+            seen["recv from a silent peer, setblocking(False)"] = outcome(sock.recv, 1)
+            sock.settimeout(IO_TIMEOUT)
+            sock.sendall(b"go")
+            (size,) = struct.unpack(">I", recv_exactly(sock, 4))
+            payload = recv_exactly(sock, size)
+            seen["payload"] = size, hashlib.sha256(payload).hexdigest()
+            sock.sendall(struct.pack(">I", len(payload)))
+            seen["recv after the peer closed"] = sock.recv(1)
+
+    cls = tutorial_class(variant, name, family)
+    server = runner.track(cls(address_for(cls, unix_path), Observer))
+    variant.check_path(server)
+    serving = runner.start(server)
+    address = server.server_address
+    with tutorial_client(server, socket.SOCK_STREAM) as client:
+        assert client.connect_ex(address) == 0
+        assert recv_exactly(client, 2) == b"go"
+        client.sendall(struct.pack(">I", len(PAYLOAD)) + PAYLOAD)
+        assert struct.unpack(">I", recv_exactly(client, 4)) == (len(PAYLOAD),)
+        client.shutdown(socket.SHUT_WR)
+        assert client.recv(1) == b""
+    assert seen == {
+        "getpeername() == client_address": True,
+        "getsockname() == server_address": True,
+        "timeout at first": None,
+        "recv from a silent peer, settimeout": socket.timeout,
+        "recv from a silent peer, setblocking(False)": BlockingIOError,
+        "payload": (len(PAYLOAD), hashlib.sha256(PAYLOAD).hexdigest()),
+        "recv after the peer closed": b"",
+    }
+    assert serving.stop()
+    server.server_close()
+    with tutorial_client(server, socket.SOCK_STREAM) as late:
+        assert late.connect_ex(address) == errno.ECONNREFUSED
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "name, family",
+    [("UDPServer", socket.AF_INET), ("ThreadingUDPServer", socket.AF_INET6)],
+    ids=["udp", "threading-udp-ipv6"],
+)
+def test_socket_tutorial_in_a_datagram_handler(variant, name, family, runner):
+    seen = []
+
+    class Upper(variant.mod.BaseRequestHandler):
+        def handle(self):
+            data, sock = self.request
+            at_server_address = sock.getsockname() == self.server.server_address
+            seen.append((len(data), self.client_address, at_server_address))
+            sock.sendto(data.upper(), self.client_address)
+
+    cls = tutorial_class(variant, name, family)
+    server = runner.track(cls(address_for(cls, None), Upper))
+    variant.check_path(server)
+    runner.start(server)
+    with tutorial_client(server, socket.SOCK_DGRAM) as client:
+        client.bind(address_for(cls, None))
+        replies = []
+        for datagram in (b"ping", b"x" * 10000):  # longer than max_packet_size
+            client.sendto(datagram, server.server_address)
+            replies.append(client.recvfrom(65536))
+        me = client.getsockname()
+    assert replies == [(b"PING", server.server_address), (b"X" * 8192, server.server_address)]
+    assert seen == [(4, me, True), (8192, me, True)]
