@@ -285,22 +285,30 @@ print("served")
 """
 
 PROMETHEUS = """
-import urllib.request
+import os, ssl, sys, urllib.request
 import prometheus_client
+cert, key = (os.path.join(sys.argv[1], name) for name in ("localhost.crt", "localhost.key"))
 requests = prometheus_client.Counter("handled_requests", "Requests handled")
 requests.inc(3)
-server, thread = prometheus_client.start_http_server(0, addr="127.0.0.1")
-print(isinstance(server, socketserver.ThreadingMixIn), server.daemon_threads)
-url = "http://127.0.0.1:%d/metrics" % server.server_port
-for _ in range(2):
-    with urllib.request.urlopen(url, timeout=10) as response:
-        lines = response.read().decode().splitlines()
-    print(response.status, [line for line in lines if line.startswith("handled_requests_total")])
-    requests.inc()
-server.shutdown()
-server.server_close()
-thread.join(10)
-print(thread.is_alive())
+for addr, host, scheme in [
+    ("127.0.0.1", "127.0.0.1", "http"),
+    ("::1", "[::1]", "http"),
+    ("127.0.0.1", "127.0.0.1", "https"),
+]:
+    tls = {"certfile": cert, "keyfile": key} if scheme == "https" else {}
+    server, thread = prometheus_client.start_http_server(0, addr=addr, **tls)
+    print(isinstance(server, socketserver.ThreadingMixIn), server.socket.family)
+    url = "%s://%s:%d/metrics" % (scheme, host, server.server_port)
+    trusting = ssl.create_default_context(cafile=cert) if tls else None
+    for _ in range(2):
+        with urllib.request.urlopen(url, timeout=10, context=trusting) as response:
+            lines = response.read().decode().splitlines()
+        print(response.status, [line for line in lines if line.startswith("handled_requests_t")])
+        requests.inc()
+    server.shutdown()
+    server.server_close()
+    thread.join(10)
+    print(thread.is_alive())
 print("served")
 """
 
