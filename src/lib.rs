@@ -9,6 +9,7 @@ mod listener;
 mod pool;
 mod readbuf;
 mod serve;
+mod socket_file;
 mod stream;
 
 #[pymodule(gil_used = false)]

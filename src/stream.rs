@@ -21,11 +21,12 @@ use pyo3::exceptions::{
 };
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::sync::{MutexExt, PyOnceLock};
-use pyo3::types::{PyBytes, PyList, PyTuple, PyType};
+use pyo3::sync::MutexExt;
+use pyo3::types::{PyBytes, PyList};
 
 use crate::errors::{os_error, socket_timeout};
 use crate::readbuf::ReadBuf;
+use crate::socket_file::{socket_file_methods, CLOSED_FILE};
 
 /// `io.DEFAULT_BUFFER_SIZE`.
 const DEFAULT_BUFFER_SIZE: usize = 8192;
@@ -530,9 +531,6 @@ fn closed_error(msg: &str) -> PyErr {
     PyValueError::new_err(msg.to_string())
 }
 
-const CLOSED_FILE: &str = "I/O operation on closed file.";
-const CLOSED_SOCKET: &str = "I/O operation on closed socket.";
-
 fn reserve(vec: &mut Vec<u8>, extra: usize) -> PyResult<()> {
     vec.try_reserve(extra)
         .map_err(|_| PyMemoryError::new_err(()))
@@ -565,15 +563,6 @@ fn incref_socketios(py: Python<'_>, sock: &Bound<'_, PyAny>) -> PyResult<()> {
     let name = intern!(py, "_io_refs");
     let refs = sock.getattr(name)?;
     sock.setattr(name, refs.add(1)?)
-}
-
-/// `io.UnsupportedOperation(what)`.
-fn unsupported(py: Python<'_>, what: &str) -> PyErr {
-    static CLS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-    match CLS.import(py, "io", "UnsupportedOperation") {
-        Ok(cls) => PyErr::from_type(cls.clone(), what.to_string()),
-        Err(err) => err,
-    }
 }
 
 fn size_arg(size: Option<isize>) -> isize {
@@ -1223,83 +1212,12 @@ impl SocketReader {
         }
     }
 
-    #[getter]
-    fn closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-
-    fn fileno(&self) -> PyResult<RawFd> {
-        self.check_open(CLOSED_FILE)?;
-        Ok(self.fd)
-    }
-
-    #[getter]
-    fn name(&self) -> RawFd {
-        if self.closed() {
-            -1
-        } else {
-            self.fd
-        }
-    }
-
-    #[getter]
-    fn mode(&self) -> &'static str {
-        "rb"
-    }
-
-    fn readable(&self) -> PyResult<bool> {
-        self.check_open(CLOSED_SOCKET)?;
-        Ok(true)
-    }
-
-    fn writable(&self) -> PyResult<bool> {
-        self.check_open(CLOSED_SOCKET)?;
-        Ok(false)
-    }
-
-    fn seekable(&self) -> PyResult<bool> {
-        self.check_open(CLOSED_SOCKET)?;
-        Ok(false)
-    }
-
-    fn isatty(&self) -> PyResult<bool> {
-        self.check_open(CLOSED_FILE)?;
-        Ok(false)
-    }
-
     fn flush(&self) -> PyResult<()> {
         self.check_open(CLOSED_FILE)
     }
-
-    /// Sockets are not seekable: `io.UnsupportedOperation`, as the io classes.
-    #[pyo3(signature = (*_args))]
-    fn seek(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
-        self.check_open(CLOSED_FILE)?;
-        Err(unsupported(py, "seek"))
-    }
-
-    fn tell(&self, py: Python<'_>) -> PyResult<()> {
-        self.check_open(CLOSED_FILE)?;
-        Err(unsupported(py, "seek"))
-    }
-
-    #[pyo3(signature = (*_args))]
-    fn truncate(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
-        self.check_open(CLOSED_FILE)?;
-        Err(unsupported(py, "truncate"))
-    }
-
-    fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
-        slf.get().check_open(CLOSED_FILE)?;
-        Ok(slf)
-    }
-
-    #[pyo3(signature = (*_args))]
-    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
-        self.close(py)?;
-        Ok(false)
-    }
 }
+
+socket_file_methods!(SocketReader, mode = "rb", readable = true);
 
 impl Drop for SocketReader {
     fn drop(&mut self) {
@@ -1578,80 +1496,9 @@ impl SocketWriter {
         };
         flushed.and(released)
     }
-
-    #[getter]
-    fn closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-
-    fn fileno(&self) -> PyResult<RawFd> {
-        self.check_open(CLOSED_FILE)?;
-        Ok(self.fd)
-    }
-
-    #[getter]
-    fn name(&self) -> RawFd {
-        if self.closed() {
-            -1
-        } else {
-            self.fd
-        }
-    }
-
-    #[getter]
-    fn mode(&self) -> &'static str {
-        "wb"
-    }
-
-    fn writable(&self) -> PyResult<bool> {
-        self.check_open(CLOSED_SOCKET)?;
-        Ok(true)
-    }
-
-    fn readable(&self) -> PyResult<bool> {
-        self.check_open(CLOSED_SOCKET)?;
-        Ok(false)
-    }
-
-    fn seekable(&self) -> PyResult<bool> {
-        self.check_open(CLOSED_SOCKET)?;
-        Ok(false)
-    }
-
-    fn isatty(&self) -> PyResult<bool> {
-        self.check_open(CLOSED_FILE)?;
-        Ok(false)
-    }
-
-    /// Sockets are not seekable: `io.UnsupportedOperation`, as the io classes.
-    #[pyo3(signature = (*_args))]
-    fn seek(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
-        self.check_open(CLOSED_FILE)?;
-        Err(unsupported(py, "seek"))
-    }
-
-    fn tell(&self, py: Python<'_>) -> PyResult<()> {
-        self.check_open(CLOSED_FILE)?;
-        Err(unsupported(py, "seek"))
-    }
-
-    #[pyo3(signature = (*_args))]
-    fn truncate(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
-        self.check_open(CLOSED_FILE)?;
-        Err(unsupported(py, "truncate"))
-    }
-
-    fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
-        slf.get().check_open(CLOSED_FILE)?;
-        Ok(slf)
-    }
-
-    #[pyo3(signature = (*_args))]
-    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
-        self.close(py)?;
-        Ok(false)
-    }
 }
+
+socket_file_methods!(SocketWriter, mode = "wb", readable = false);
 
 impl Drop for SocketWriter {
     fn drop(&mut self) {
