@@ -5,6 +5,7 @@ Every reader test drives two identical connections: one is read through
 and both get the same bytes and the same close/shutdown/reset events.
 """
 
+import contextlib
 import errno
 import io
 import random
@@ -727,14 +728,38 @@ def test_unbuffered_write_after_socket_close(wpair):
     assert info.value.errno == errno.EBADF
 
 
+def socketserver_writer(sock):
+    import socketserver
+
+    return socketserver._SocketWriter(sock)
+
+
+@contextlib.contextmanager
+def writer_twins(bufsize, timeout=None):
+    """(std, rs, std_peer, rs_peer): the standard module's wfile (or
+    BufferedWriter) and ours, each over its own socket pair."""
+    (a1, b1), (a2, b2) = socket.socketpair(), socket.socketpair()
+    a1.settimeout(timeout)
+    a2.settimeout(timeout)
+    std = socketserver_writer(a1) if bufsize == 0 else a1.makefile("wb", bufsize)
+    rs = _core.SocketWriter(a2, bufsize)
+    try:
+        yield std, rs, b1, b2
+    finally:
+        for f in (std, rs):
+            try:
+                f.close()
+            except OSError:
+                pass  # a buffered writer's last flush may fail like its writes
+        for s in (a1, b1, a2, b2):
+            s.close()
+
+
 @pytest.mark.parametrize("bufsize", [0, 16])
 def test_write_to_closed_peer(bufsize):
-    (a1, b1), (a2, b2) = socket.socketpair(), socket.socketpair()
-    try:
-        b1.close()
-        b2.close()
-        std = socketserver_writer(a1) if bufsize == 0 else a1.makefile("wb", bufsize)
-        rs = _core.SocketWriter(a2, bufsize)
+    with writer_twins(bufsize) as (std, rs, std_peer, rs_peer):
+        std_peer.close()
+        rs_peer.close()
 
         def go(f):
             f.write(b"z" * 100)
@@ -742,43 +767,16 @@ def test_write_to_closed_peer(bufsize):
 
         assert outcome(go, rs) == outcome(go, std)
         assert outcome(go, rs)[1] is BrokenPipeError
-        for f in (std, rs):
-            try:
-                f.close()
-            except OSError:
-                pass
-    finally:
-        for s in (a1, b1, a2, b2):
-            s.close()
-
-
-def socketserver_writer(sock):
-    import socketserver
-
-    return socketserver._SocketWriter(sock)
 
 
 @pytest.mark.parametrize("bufsize", [0, 16])
 def test_write_timeout(bufsize):
-    (a1, b1), (a2, b2) = socket.socketpair(), socket.socketpair()
-    try:
-        a1.settimeout(0.05)
-        a2.settimeout(0.05)
-        std = socketserver_writer(a1) if bufsize == 0 else a1.makefile("wb", bufsize)
-        rs = _core.SocketWriter(a2, bufsize)
+    with writer_twins(bufsize, timeout=0.05) as (std, rs, _, _):
         big = b"w" * (4 << 20)
         start = time.monotonic()
         assert outcome(lambda f: f.write(big), rs) == outcome(lambda f: f.write(big), std)
         assert outcome(lambda f: f.write(big), rs)[1] is socket.timeout
         assert time.monotonic() - start < 3
-        for f in (std, rs):
-            try:
-                f.close()
-            except OSError:
-                pass
-    finally:
-        for s in (a1, b1, a2, b2):
-            s.close()
 
 
 def test_unbuffered_writer_is_not_buffered_io(wpair):
