@@ -18,9 +18,10 @@ import os
 import socket
 import sys
 import tempfile
-import threading
 import time
 import warnings
+
+from clients import read_line, run_clients, serving
 
 import socketserver_rs as socketserver
 
@@ -107,13 +108,7 @@ def tcp_request(address, number):
     line = b"request %d\n" % number
     with socket.create_connection(address, timeout=10) as sock:
         sock.sendall(line)
-        reply = b""
-        while not reply.endswith(b"\n"):
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            reply += chunk
-    return reply == line
+        return read_line(sock) == line
 
 
 def udp_request(address, number):
@@ -137,37 +132,15 @@ def soak(kind, requests, clients, max_children):
         marks_fd = os.open(marks.name, os.O_WRONLY | os.O_APPEND)
         try:
             server = make_server(kind, max_children, marks_fd)
-            serving = threading.Thread(target=server.serve_forever, args=(0.05,))
-            serving.start()
-            numbers = iter(range(requests))
-            lock = threading.Lock()
-            failures = []
             send = tcp_request if kind == "tcp" else udp_request
 
-            def client():
-                while True:
-                    with lock:
-                        number = next(numbers, None)
-                    if number is None:
-                        return
-                    try:
-                        ok = send(server.server_address, number)
-                    except OSError as exc:
-                        ok = False
-                        failures.append(repr(exc))
-                    if not ok:
-                        failures.append(number)
+            def request(number):
+                return None if send(server.server_address, number) else number
 
-            start = time.monotonic()
-            threads = [threading.Thread(target=client) for _ in range(clients)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            elapsed = time.monotonic() - start
-            server.shutdown()
-            serving.join()
-            server.server_close()
+            with serving([server], 0.05):
+                start = time.monotonic()
+                failures = run_clients(range(requests), clients, request)
+                elapsed = time.monotonic() - start
         finally:
             os.close(marks_fd)
         most_running, handled = concurrency(marks.name)

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 
-from lines import read_line
+from clients import read_line, run_clients, serving
 
 import socketserver_rs as socketserver
 
@@ -113,32 +113,12 @@ def one_connection(address, number):
 
 def batch(addresses, numbers, clients):
     """Run the connections `numbers` over `clients` threads; the errors."""
-    numbers = iter(numbers)
-    lock = threading.Lock()
-    errors = []
 
-    def client():
-        while True:
-            with lock:
-                number = next(numbers, None)
-            if number is None:
-                return
-            try:
-                # Every kind of connection goes to every server.
-                address = addresses[(number // 6) % len(addresses)]
-                error = one_connection(address, number)
-            except OSError as exc:
-                error = f"{number}: {exc!r}"
-            if error:
-                with lock:
-                    errors.append(error)
+    def request(number):
+        # Every kind of connection goes to every server.
+        return one_connection(addresses[(number // 6) % len(addresses)], number)
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return errors
+    return run_clients(numbers, clients, request)
 
 
 def wait_until(predicate, timeout):
@@ -153,13 +133,10 @@ def wait_until(predicate, timeout):
 def run(connections=2000, clients=8, warmup=300, retire_timeout=15.0):
     threads_before = threading.active_count()
     servers = [Server(("127.0.0.1", 0), Handler), FaithfulServer(("127.0.0.1", 0), Handler)]
-    serving = [threading.Thread(target=s.serve_forever, args=(0.5,)) for s in servers]
-    for thread in serving:
-        thread.start()
-    addresses = [s.server_address for s in servers]
-    fds_base = fd_count()
     result = {"connections": connections}
-    try:
+    with serving(servers, 0.5):
+        addresses = [s.server_address for s in servers]
+        fds_base = fd_count()
         errors = batch(addresses, range(warmup), clients)
         wait_until(lambda: fd_count() <= fds_base, 5)
         gc.collect()
@@ -189,13 +166,6 @@ def run(connections=2000, clients=8, warmup=300, retire_timeout=15.0):
         rss = rss_bytes()
         result["rss"] = [rss_base, rss]
         result["rss_growth"] = round(rss / rss_base - 1, 4)
-    finally:
-        for server in servers:
-            server.shutdown()
-        for thread in serving:
-            thread.join()
-        for server in servers:
-            server.server_close()
     result["threads_after_close"] = [threads_before, threading.active_count()]
     result["ok"] = (
         not errors

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 
-from lines import read_line
+from clients import read_line, serving
 
 # A TCP reply later than this (seconds) counts as slow: every request has a
 # thread of its own, so none should wait for another connection to end.
@@ -140,10 +140,7 @@ def run(seconds=10.0, keepalive=4, per_connection=2, udp=2, module="socketserver
     tcp = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Echo)
     udp_server = socketserver.ThreadingUDPServer(("127.0.0.1", 0), Pong)
     servers = [tcp, udp_server]
-    serving = [threading.Thread(target=s.serve_forever, args=(0.05,)) for s in servers]
-    for thread in serving:
-        thread.start()
-    try:
+    with serving(servers, 0.05):
         deadline = time.monotonic() + seconds
         load = []
         for tag in range(keepalive):
@@ -160,13 +157,6 @@ def run(seconds=10.0, keepalive=4, per_connection=2, udp=2, module="socketserver
             thread.start()
         for thread in threads:
             thread.join()
-    finally:
-        for server in servers:
-            server.shutdown()
-        for thread in serving:
-            thread.join()
-        for server in servers:
-            server.server_close()
     result = {"module": module, "seconds": seconds, **stats.counts}
     result["first_errors"] = stats.first_errors
     result["tcp_slowest_s"] = round(stats.slowest, 4)
