@@ -23,6 +23,8 @@ import sys
 import threading
 import time
 
+from clients import read_line
+
 # Connects again and again and keeps every connection open, so that a
 # connection the server does accept never gives its descriptor back.
 CLIENT = """
@@ -122,12 +124,7 @@ def run(module_name="socketserver_rs", seconds=2.0):
         try:
             with socket.create_connection((host, port), timeout=5) as fresh:
                 fresh.sendall(b"hello\n")
-                reply = b""
-                while not reply.endswith(b"\n"):
-                    chunk = fresh.recv(64)
-                    if not chunk:
-                        break
-                    reply += chunk
+                reply = read_line(fresh)
             result["served_after_s"] = round(time.monotonic() - start, 4)
             result["reply_ok"] = reply == b"hello\n"
         except OSError as exc:
