@@ -175,16 +175,27 @@ impl FastPath {
             Err(err) => {
                 self.serve_loop
                     .get()
-                    .accept_failed(py, err.raw_os_error().unwrap_or(0))?;
+                    .accept_failed(py, err.raw_os_error().unwrap_or(0));
                 return Ok(None);
             }
         };
-        let request = wrap_socket(self.socket_class.bind(py), self.socket_kind.bind(py), conn)?;
+        let serve_loop = self.serve_loop.get();
+        let request = match wrap_socket(self.socket_class.bind(py), self.socket_kind.bind(py), conn)
+        {
+            Ok(request) => request,
+            Err(err) => {
+                serve_loop.request_lost(py, &err);
+                return Ok(None);
+            }
+        };
         match address_to_py(py, &address) {
             Ok(address) => Ok(Some((request, address))),
             Err(err) => {
-                request.call_method0(intern!(py, "close"))?;
-                Err(err)
+                serve_loop.request_lost(py, &err);
+                if let Err(err) = request.call_method0(intern!(py, "close")) {
+                    err.write_unraisable(py, Some(&request));
+                }
+                Ok(None)
             }
         }
     }
@@ -203,7 +214,13 @@ impl FastPath {
         let request = (PyBytes::new(py, data), self.socket.bind(py))
             .into_pyobject(py)?
             .into_any();
-        Ok(Some((request, address_to_py(py, &address)?)))
+        match address_to_py(py, &address) {
+            Ok(address) => Ok(Some((request, address))),
+            Err(err) => {
+                self.serve_loop.get().request_lost(py, &err);
+                Ok(None)
+            }
+        }
     }
 }
 

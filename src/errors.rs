@@ -17,7 +17,7 @@ pub fn os_error(err: io::Error) -> PyErr {
 }
 
 /// The message `strerror(code)` gives, without Rust's " (os error N)" suffix.
-fn strerror(code: i32) -> String {
+pub fn strerror(code: i32) -> String {
     let text = io::Error::from_raw_os_error(code).to_string();
     match text.rfind(" (os error ") {
         Some(cut) => text[..cut].to_string(),

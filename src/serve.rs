@@ -18,7 +18,7 @@ use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use socket2::{Domain, Socket, Type};
 
-use crate::errors::os_error;
+use crate::errors::{os_error, strerror};
 use crate::pool::WorkerPool;
 
 /// Longest stretch spent waiting without looking for signals.
@@ -65,12 +65,16 @@ pub struct ServeLoop {
     wake_read: Socket,
     wake_write: Socket,
     backoff: Mutex<Backoff>,
+    /// The `socketserver_rs` logger, taken when the server is built: when
+    /// accept() runs out of descriptors, importing `logging` would fail too.
+    logger: Py<PyAny>,
 }
 
 #[pymethods]
 impl ServeLoop {
+    /// `logger`: where accept failures and lost requests are reported.
     #[new]
-    fn new() -> PyResult<Self> {
+    fn new(logger: Py<PyAny>) -> PyResult<Self> {
         let (wake_read, wake_write) =
             Socket::pair(Domain::UNIX, Type::STREAM, None).map_err(os_error)?;
         wake_read.set_nonblocking(true).map_err(os_error)?;
@@ -82,6 +86,7 @@ impl ServeLoop {
             wake_read,
             wake_write,
             backoff: Mutex::new(Backoff::default()),
+            logger,
         })
     }
 
@@ -125,7 +130,7 @@ impl ServeLoop {
         }
         check_descriptor(fd)?;
         let interval = poll_interval.map(|secs| Duration::from_secs_f64(secs.max(0.0)));
-        if let Some(pause) = self.next_backoff(py)? {
+        if let Some(pause) = self.next_backoff(py) {
             if self.wait_for(py, -1, Some(pause), true)? == Wait::Woken {
                 return Ok(None);
             }
@@ -147,9 +152,9 @@ impl ServeLoop {
 
     /// Report an accept() failure; out of descriptors or memory, the loop
     /// backs off and says so once through the `socketserver_rs` logger.
-    pub fn accept_failed(&self, py: Python<'_>, errno: i32) -> PyResult<()> {
+    pub fn accept_failed(&self, py: Python<'_>, errno: i32) {
         if !is_resource_exhaustion(errno) {
-            return Ok(());
+            return;
         }
         let first = {
             let mut backoff = self.lock_backoff();
@@ -158,8 +163,8 @@ impl ServeLoop {
             backoff.failures == 1
         };
         if first {
-            let reason = io::Error::from_raw_os_error(errno);
-            log(
+            let reason = format!("[Errno {errno}] {}", strerror(errno));
+            self.log(
                 py,
                 "warning",
                 format!(
@@ -167,9 +172,8 @@ impl ServeLoop {
                      until resources are free",
                     LONGEST_BACKOFF.as_millis()
                 ),
-            )?;
+            );
         }
-        Ok(())
     }
 
     /// Ask `serve_forever()` to stop and wait until it has. Returns at once
@@ -232,27 +236,47 @@ impl ServeLoop {
 impl ServeLoop {
     /// The pause due before the next wait, if accept() failed for lack of
     /// resources since the last one; logs the recovery once it stops failing.
-    fn next_backoff(&self, py: Python<'_>) -> PyResult<Option<Duration>> {
+    fn next_backoff(&self, py: Python<'_>) -> Option<Duration> {
         let recovered_after = {
             let mut backoff = self.lock_backoff();
             if backoff.failed_since_last_wait {
                 backoff.failed_since_last_wait = false;
                 backoff.delay = (backoff.delay * 2).clamp(FIRST_BACKOFF, LONGEST_BACKOFF);
-                return Ok(Some(backoff.delay));
+                return Some(backoff.delay);
             }
             if backoff.failures == 0 {
-                return Ok(None);
+                return None;
             }
             let failures = backoff.failures;
             *backoff = Backoff::default();
             failures
         };
-        log(
+        self.log(
             py,
             "info",
             format!("accepting again after {recovered_after} failed accept() calls"),
-        )?;
-        Ok(None)
+        );
+        None
+    }
+
+    /// A message through the server's logger at `level`. Should even the
+    /// logger fail (a handler out of memory, say), its error goes to
+    /// `sys.unraisablehook` rather than end the serve loop.
+    fn log(&self, py: Python<'_>, level: &str, message: String) {
+        if let Err(err) = self.logger.bind(py).call_method1(level, (message,)) {
+            err.write_unraisable(py, None);
+        }
+    }
+
+    /// A request the core took but could not hand to Python (the socket
+    /// object or its address could not be made): the caller closed it; it
+    /// is logged, and the loop goes on.
+    pub fn request_lost(&self, py: Python<'_>, err: &PyErr) {
+        self.log(
+            py,
+            "error",
+            format!("a request was dropped: it could not be handed to Python ({err})"),
+        );
     }
 
     fn lock_backoff(&self) -> MutexGuard<'_, Backoff> {
@@ -335,15 +359,6 @@ fn check_descriptor(fd: RawFd) -> PyResult<()> {
             "Invalid file descriptor: {fd}"
         )));
     }
-    Ok(())
-}
-
-/// A message through the `socketserver_rs` logger at `level`.
-fn log(py: Python<'_>, level: &str, message: String) -> PyResult<()> {
-    let logger = py
-        .import("logging")?
-        .call_method1("getLogger", ("socketserver_rs",))?;
-    logger.call_method1(level, (message,))?;
     Ok(())
 }
 

@@ -29,7 +29,9 @@ class ServeLoop:
     """One per server: the shutdown request, the wake descriptor and the
     threads currently inside serve_forever()."""
 
-    def __new__(cls) -> ServeLoop: ...
+    def __new__(cls, logger: Any) -> ServeLoop:
+        """logger: where accept failures and dropped requests are reported
+        (a logging.Logger, taken when the server is built)."""
     def enter(self) -> None:
         """Register the calling thread as running serve_forever()."""
     def leave(self) -> None:
@@ -43,7 +45,8 @@ class ServeLoop:
         off after accept() ran out of resources; while pool is at its bound,
         waits for a free worker instead of the listener."""
     def accept_failed(self, errno: int) -> None:
-        """Report an accept() failure (backs off on EMFILE and the like)."""
+        """Report an accept() failure (backs off on EMFILE and the like,
+        logging once)."""
     def shutdown(self) -> None:
         """Request shutdown and wait until no thread serves; RuntimeError
         from the serving thread itself."""

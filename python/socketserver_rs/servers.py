@@ -47,6 +47,16 @@ def _backlog(server):
     return server.request_queue_size
 
 
+def _new_serve_loop():
+    # What the paths taken when descriptors run out need is loaded now, while
+    # there are descriptors to load it with: the logger the core reports
+    # accept failures through, and the traceback module of handle_error().
+    import logging
+    import traceback  # noqa: F401 -- imported for handle_error()
+
+    return _core.ServeLoop(logging.getLogger("socketserver_rs"))
+
+
 def _new_socket(family, kind):
     """socket.socket(family, kind), created by the core."""
     return socket.socket(family, kind, 0, _core.open_socket(family, kind))
@@ -100,7 +110,7 @@ class BaseServer:
 
     def __init__(self, server_address, RequestHandlerClass):
         """Constructor.  May be extended, do not override."""
-        self.__loop = _core.ServeLoop()
+        self.__loop = _new_serve_loop()
         self.server_address = server_address
         self.RequestHandlerClass = RequestHandlerClass
         self.__is_shut_down = threading.Event()
@@ -110,7 +120,7 @@ class BaseServer:
         try:
             return self.__dict__["_BaseServer__loop"]
         except KeyError:
-            loop = self.__dict__.setdefault("_BaseServer__loop", _core.ServeLoop())
+            loop = self.__dict__.setdefault("_BaseServer__loop", _new_serve_loop())
             self.__dict__.setdefault("_BaseServer__is_shut_down", threading.Event())
             return loop
 
