@@ -78,11 +78,15 @@ saved = resource.getrlimit(resource.RLIMIT_NOFILE)
 highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
 resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 8, saved[1]))
 dummies = []
-try:
-    while True:
-        dummies.append(os.open(os.devnull, os.O_RDONLY))
-except OSError:
-    pass
+def fill():
+    try:
+        while True:
+            dummies.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        pass
+fill()
+time.sleep(0.2)  # a worker may still be closing the first connection: take its descriptor too
+fill()
 late.settimeout(5.0)
 late.connect(server.server_address)  # waits in the backlog: accept() has no descriptor
 late.sendall(b"late\\n")
