@@ -11,7 +11,7 @@ use pyo3::types::{PyBytes, PyTuple};
 
 use crate::detach::detach;
 use crate::listener::{accept, address_to_py, recv_from, wrap_socket};
-use crate::pool::WorkerPool;
+use crate::pool::{Submitted, WorkerPool};
 use crate::serve::{readable_now, ServeLoop};
 
 /// Most requests queued per readiness.
@@ -31,8 +31,8 @@ enum Arrival {
 /// A request and its client address, as `get_request()` returns them.
 type Request<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>);
 
-/// A request the pool did not take, and whether a worker was counted for it.
-type Untaken<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>, bool);
+/// A request the pool did not take, and the error that kept it (or None).
+type Untaken<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>);
 
 /// What the serve loop needs to take requests without calling the server's
 /// hooks: built by the Python surface only after it has checked that those
@@ -45,25 +45,20 @@ pub struct FastPath {
     socket_class: Py<PyAny>,
     socket_kind: Py<PyTuple>,
     serve_loop: Py<ServeLoop>,
-    pool: Option<Py<WorkerPool>>,
-    runner: Option<Py<PyAny>>,
 }
 
 #[pymethods]
 impl FastPath {
-    /// `stream`: whether requests are connections (else datagrams).
-    /// `runner(server, request, client_address)` serves a request on a
-    /// worker of `pool`, for threading servers.
+    /// `stream`: whether requests are connections (else datagrams);
+    /// `nodelay`: whether accepted connections get TCP_NODELAY.
     #[new]
-    #[pyo3(signature = (socket, stream, max_packet_size, serve_loop, pool = None, runner = None))]
     fn new(
         py: Python<'_>,
         socket: Bound<'_, PyAny>,
         stream: bool,
         max_packet_size: usize,
         serve_loop: Py<ServeLoop>,
-        pool: Option<Py<WorkerPool>>,
-        runner: Option<Py<PyAny>>,
+        nodelay: bool,
     ) -> PyResult<Self> {
         let fd = socket.call_method0(intern!(py, "fileno"))?.extract()?;
         let socket_kind = PyTuple::new(
@@ -75,8 +70,6 @@ impl FastPath {
             ],
         )?
         .unbind();
-        let family: i32 = socket.getattr(intern!(py, "family"))?.extract()?;
-        let nodelay = family == libc::AF_INET || family == libc::AF_INET6;
         let arrival = if stream {
             Arrival::Stream { nodelay }
         } else {
@@ -89,9 +82,13 @@ impl FastPath {
             socket: socket.unbind(),
             socket_kind,
             serve_loop,
-            pool,
-            runner,
         })
+    }
+
+    /// Whether requests are connections (else datagrams).
+    #[getter]
+    fn stream(&self) -> bool {
+        matches!(self.arrival, Arrival::Stream { .. })
     }
 
     /// `get_request()`: one request and its client address, or None when
@@ -111,21 +108,20 @@ impl FastPath {
         }
     }
 
-    /// Queue the waiting requests (up to a batch) on the pool. Returns
-    /// `(request, address, counted)` for a request the pool did not take:
-    /// with `counted`, a new worker must be started for it (the pool has
-    /// counted it: start one, or call `cancel_worker()`); without, the pool
-    /// was closed meanwhile. Else None.
+    /// Queue the waiting requests (up to a batch) on `pool`, each as the
+    /// job `runner(server, request, client_address)`. Returns
+    /// `(request, client_address, error)` for a request the pool did not
+    /// take: `error` is what starting its worker raised, or None when the
+    /// pool was closed meanwhile. Else None.
     fn dispatch<'py>(
         &self,
         py: Python<'py>,
         server: &Bound<'py, PyAny>,
+        pool: &Bound<'py, WorkerPool>,
+        runner: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Untaken<'py>>> {
-        let (Some(pool), Some(runner)) = (&self.pool, &self.runner) else {
-            let taken = self.take(py)?;
-            return Ok(taken.map(|(request, address)| (request, address, false)));
-        };
         let pool = pool.get();
+        let stream = self.stream();
         let mut buffer = match self.arrival {
             Arrival::Datagram { max_packet_size } => {
                 vec![MaybeUninit::<u8>::uninit(); max_packet_size]
@@ -138,29 +134,29 @@ impl FastPath {
             }
             // accept() would block when no connection waits; a datagram is
             // received without blocking and needs no poll(2) first.
-            let stream = matches!(self.arrival, Arrival::Stream { .. });
             if taken > 0
                 && (self.serve_loop.get().is_shutdown_requested()
                     || (stream && !readable_now(self.fd)))
             {
                 break;
             }
-            let request = match self.arrival {
-                Arrival::Stream { .. } => self.accept_one(py)?,
-                Arrival::Datagram { .. } => self.receive_one(py, &mut buffer)?,
+            let request = if stream {
+                self.accept_one(py)?
+            } else {
+                self.receive_one(py, &mut buffer)?
             };
             let Some((request, address)) = request else {
                 break;
             };
-            // Not at the bound (checked above, and only this thread claims).
-            if pool.try_claim() != Some(false) {
-                return Ok(Some((request, address, true)));
-            }
-            let args = PyTuple::new(py, [server.clone(), request.clone(), address.clone()])?;
-            if !pool.put(runner.clone_ref(py), args.unbind()) {
-                // Closed under us (server_close(), interpreter exit).
-                return Ok(Some((request, address, false)));
-            }
+            let args = PyTuple::new(py, [server, &request, &address])?;
+            // Not at the bound (checked above, and only this thread submits
+            // to this pool while serving), so this does not wait.
+            let kept = match pool.submit(py, runner.clone().unbind(), args.unbind(), false) {
+                Ok(Submitted::Queued) => continue,
+                Ok(Submitted::AtBound | Submitted::Closed) => py.None().into_bound(py),
+                Err(err) => err.into_value(py).into_bound(py).into_any(),
+            };
+            return Ok(Some((request, address, kept)));
         }
         Ok(None)
     }

@@ -1,9 +1,10 @@
 //! The worker pool behind ThreadingMixIn: reusable Python threads fed by a
-//! crossbeam channel. Each worker is a `threading.Thread` running a short
-//! Python loop around `Worker.take()`, which waits for work with the GIL
-//! released. The pool grows whenever a request would otherwise wait (so
-//! concurrency is never lower than one thread per request) and idle workers
-//! retire after `idle_timeout`.
+//! crossbeam channel. Each worker is a `threading.Thread` (started by the
+//! pool's `spawn` callable) running a short Python loop around
+//! `Worker.take()`, which waits for work with the GIL released. The pool
+//! grows whenever a request would otherwise wait (so concurrency is never
+//! lower than one thread per request) and idle workers retire after
+//! `idle_timeout`.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,13 +13,15 @@ use std::time::Duration;
 
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
-use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyTuple};
+use pyo3::types::PyTuple;
 use socket2::{Domain, Socket, Type};
 
 use crate::detach::detach;
 use crate::errors::os_error;
+
+/// How long a submit waiting at the bound goes without looking for signals.
+const SIGNAL_SLICE: Duration = Duration::from_millis(100);
 
 /// `func(*args)`.
 type Job = (Py<PyAny>, Py<PyTuple>);
@@ -113,19 +116,35 @@ impl Shared {
     }
 }
 
+/// What became of a job handed to `submit()`.
+#[derive(Debug, PartialEq)]
+pub enum Submitted {
+    Queued,
+    /// Every worker busy and no more may start (only when not waiting).
+    AtBound,
+    /// The pool was closed (`server_close()`, interpreter exit).
+    Closed,
+}
+
+/// How a request gets a thread: `submit()` claims an idle worker for the
+/// job, or counts a new one and calls `spawn(worker)` to start its thread
+/// (un-counting it if that raises), then queues the job; at the bound it
+/// waits for a worker to free, or reports `AtBound`. Workers wait on the
+/// queue with the GIL released and retire after `idle_timeout`.
 #[pyclass(frozen, weakref, module = "socketserver_rs._core")]
 pub struct WorkerPool {
     shared: Arc<Shared>,
     sender: Mutex<Option<Sender<Job>>>,
-    threads: Mutex<Vec<Py<PyAny>>>,
+    /// `spawn(worker)` starts a thread running `worker` (a `Worker`).
+    spawn: Py<PyAny>,
 }
 
 #[pymethods]
 impl WorkerPool {
     /// `max_workers`: at most that many workers (and requests in flight).
     #[new]
-    #[pyo3(signature = (idle_timeout = 10.0, max_workers = None))]
-    fn new(idle_timeout: f64, max_workers: Option<usize>) -> PyResult<Self> {
+    #[pyo3(signature = (spawn, idle_timeout = 10.0, max_workers = None))]
+    fn new(spawn: Py<PyAny>, idle_timeout: f64, max_workers: Option<usize>) -> PyResult<Self> {
         let idle_timeout = Duration::try_from_secs_f64(idle_timeout)
             .ok()
             .filter(|timeout| !timeout.is_zero())
@@ -157,30 +176,21 @@ impl WorkerPool {
                 free_slots,
             }),
             sender: Mutex::new(Some(sender)),
-            threads: Mutex::new(Vec::new()),
+            spawn,
         })
     }
 
-    /// Claim a worker for one more job: False when an idle one will take
-    /// it; True when none is free and the caller must start a new worker
-    /// (already counted: call `cancel_worker()` if starting it fails). At
-    /// the bound, waits (GIL released) for a worker to become free.
-    pub fn needs_worker(&self, py: Python<'_>) -> PyResult<bool> {
-        loop {
-            if let Some(claimed) = self.try_claim() {
-                return Ok(claimed);
-            }
-            let shared = &self.shared;
-            detach(py, || {
-                let counts = shared.counts();
-                let _ =
-                    shared
-                        .freed
-                        .wait_timeout_while(counts, Duration::from_millis(100), |counts| {
-                            counts.at_bound()
-                        });
-            });
-            py.check_signals()?;
+    /// Run `func(*args)` on a worker, starting one if none is idle; at the
+    /// bound, wait (GIL released) for a worker to free. RuntimeError once
+    /// the pool is closed; whatever `spawn` raised if a thread could not
+    /// start (the job is then not queued).
+    #[pyo3(name = "submit")]
+    fn submit_waiting(&self, py: Python<'_>, func: Py<PyAny>, args: Py<PyTuple>) -> PyResult<()> {
+        match self.submit(py, func, args, true)? {
+            Submitted::Queued => Ok(()),
+            Submitted::AtBound | Submitted::Closed => Err(PyRuntimeError::new_err(
+                "the server's worker pool is closed",
+            )),
         }
     }
 
@@ -196,70 +206,9 @@ impl WorkerPool {
         self.shared.counts().max
     }
 
-    /// A worker counted by `needs_worker()` could not be started.
-    fn cancel_worker(&self) {
-        if self.shared.counts().worker_lost() {
-            self.shared.announce_free_slot();
-        }
-    }
-
-    /// Queue `func(*args)`, args being (server, request, client_address); a
-    /// worker was claimed for it with `needs_worker()`.
-    fn submit(&self, func: Py<PyAny>, args: Py<PyTuple>) -> PyResult<()> {
-        match &*self.lock_sender() {
-            Some(sender) => {
-                // The receiving end lives in `shared`, which we hold.
-                let _ = sender.send((func, args));
-                Ok(())
-            }
-            None => Err(PyRuntimeError::new_err(
-                "the server's worker pool is closed",
-            )),
-        }
-    }
-
-    /// The handle a new worker thread runs with (claimed by `needs_worker()`).
-    fn worker(&self) -> Worker {
-        Worker {
-            shared: Arc::clone(&self.shared),
-            busy: AtomicBool::new(false),
-        }
-    }
-
-    /// Record a worker's `threading.Thread`, forgetting finished ones.
-    fn add_thread(&self, py: Python<'_>, thread: Py<PyAny>) -> PyResult<()> {
-        let mut threads = self.lock_threads();
-        let mut alive = Vec::with_capacity(threads.len() + 1);
-        for known in threads.drain(..) {
-            if known
-                .bind(py)
-                .call_method0(intern!(py, "is_alive"))?
-                .is_truthy()?
-            {
-                alive.push(known);
-            }
-        }
-        alive.push(thread);
-        *threads = alive;
-        Ok(())
-    }
-
     /// Accept no more work; workers leave once the queue is empty.
     fn close(&self) {
         self.lock_sender().take();
-    }
-
-    /// The worker threads started and not yet finished.
-    fn threads<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let threads = self.lock_threads();
-        let alive = PyList::empty(py);
-        for thread in threads.iter() {
-            let thread = thread.bind(py);
-            if thread.call_method0(intern!(py, "is_alive"))?.is_truthy()? {
-                alive.append(thread)?;
-            }
-        }
-        Ok(alive)
     }
 
     /// Number of workers, busy or idle.
@@ -270,9 +219,53 @@ impl WorkerPool {
 }
 
 impl WorkerPool {
-    /// `needs_worker()` without waiting: None at the bound.
-    pub fn try_claim(&self) -> Option<bool> {
-        self.shared.counts().claim()
+    /// Queue `func(*args)` for a worker, claiming an idle one or starting a
+    /// new one; at the bound, wait for a free worker if `wait`, else
+    /// report `AtBound` with nothing queued.
+    pub fn submit(
+        &self,
+        py: Python<'_>,
+        func: Py<PyAny>,
+        args: Py<PyTuple>,
+        wait: bool,
+    ) -> PyResult<Submitted> {
+        if self.lock_sender().is_none() {
+            return Ok(Submitted::Closed);
+        }
+        let claimed = loop {
+            if let Some(new_worker) = self.shared.counts().claim() {
+                break new_worker;
+            }
+            if !wait {
+                return Ok(Submitted::AtBound);
+            }
+            let shared = &self.shared;
+            detach(py, || {
+                let counts = shared.counts();
+                let _ = shared
+                    .freed
+                    .wait_timeout_while(counts, SIGNAL_SLICE, |counts| counts.at_bound());
+            });
+            py.check_signals()?;
+        };
+        if claimed {
+            let worker = Worker {
+                shared: Arc::clone(&self.shared),
+                busy: AtomicBool::new(false),
+            };
+            if let Err(err) = self.spawn.call1(py, (worker,)) {
+                if self.shared.counts().worker_lost() {
+                    self.shared.announce_free_slot();
+                }
+                return Err(err);
+            }
+        }
+        match &*self.lock_sender() {
+            // A worker that finds the queue closed leaves, and the counts
+            // no longer matter: the pool takes no more work.
+            Some(sender) if sender.send((func, args)).is_ok() => Ok(Submitted::Queued),
+            _ => Ok(Submitted::Closed),
+        }
     }
 
     /// Readable when a worker of a pool at its bound became free (-1: no bound).
@@ -290,23 +283,8 @@ impl WorkerPool {
         }
     }
 
-    /// Queue a job from Rust (the fast path); a worker was claimed for it.
-    /// False when the pool is closed (nothing was queued).
-    pub fn put(&self, func: Py<PyAny>, args: Py<PyTuple>) -> bool {
-        match &*self.lock_sender() {
-            Some(sender) => sender.send((func, args)).is_ok(),
-            None => false,
-        }
-    }
-
     fn lock_sender(&self) -> MutexGuard<'_, Option<Sender<Job>>> {
         self.sender
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-    }
-
-    fn lock_threads(&self) -> MutexGuard<'_, Vec<Py<PyAny>>> {
-        self.threads
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
     }

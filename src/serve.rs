@@ -47,6 +47,13 @@ struct Backoff {
     failed_since_last_wait: bool,
 }
 
+/// What `ServeLoop.wait()` tells the serve loop: stop (shutdown was
+/// requested), nothing to take (the poll interval passed, or a bounded
+/// pool is full), or a request to take.
+pub const STOP: u8 = 0;
+pub const IDLE: u8 = 1;
+pub const READY: u8 = 2;
+
 /// What a wait ended with.
 #[derive(PartialEq)]
 enum Wait {
@@ -111,8 +118,8 @@ impl ServeLoop {
         self.stopped.notify_all();
     }
 
-    /// One wait of the serve loop: True when `fd` is readable, False when
-    /// `poll_interval` passed, None once shutdown is requested. The GIL is
+    /// One wait of the serve loop: READY when `fd` is readable, IDLE when
+    /// `poll_interval` passed, STOP once shutdown is requested. The GIL is
     /// released meanwhile and signal handlers run every 100 ms at most.
     /// After accept() ran out of resources it first pauses; while `pool` is
     /// at its bound it waits for a free worker instead of the listener, so
@@ -124,15 +131,15 @@ impl ServeLoop {
         fd: RawFd,
         poll_interval: Option<f64>,
         pool: Option<&Bound<'_, WorkerPool>>,
-    ) -> PyResult<Option<bool>> {
+    ) -> PyResult<u8> {
         if self.is_shutdown_requested() {
-            return Ok(None);
+            return Ok(STOP);
         }
         check_descriptor(fd)?;
         let interval = poll_interval.map(|secs| Duration::from_secs_f64(secs.max(0.0)));
         if let Some(pause) = self.next_backoff(py) {
             if self.wait_for(py, -1, Some(pause), true)? == Wait::Woken {
-                return Ok(None);
+                return Ok(STOP);
             }
         }
         let outcome = match pool.map(Bound::get).filter(|pool| pool.is_full()) {
@@ -145,9 +152,9 @@ impl ServeLoop {
             None => self.wait_for(py, fd, interval, true)?,
         };
         if self.is_shutdown_requested() {
-            return Ok(None);
+            return Ok(STOP);
         }
-        Ok(Some(outcome == Wait::Ready))
+        Ok(if outcome == Wait::Ready { READY } else { IDLE })
     }
 
     /// Report an accept() failure; out of descriptors or memory, the loop
@@ -392,6 +399,9 @@ pub fn readable_now(fd: RawFd) -> bool {
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("STOP", STOP)?;
+    m.add("IDLE", IDLE)?;
+    m.add("READY", READY)?;
     m.add_class::<ServeLoop>()
 }
 

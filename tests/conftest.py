@@ -9,21 +9,12 @@ import threading
 import pytest
 
 import socketserver_rs
+from socketserver_rs.fast_path import FAST_PATH_HOOKS
 
 MODULES = {"socketserver": socketserver, "socketserver_rs": socketserver_rs}
 
 # The request hooks the fast path stands in for.
-REQUEST_HOOKS = (
-    "fileno",
-    "_handle_request_noblock",
-    "get_request",
-    "verify_request",
-    "process_request",
-    "process_request_thread",
-    "finish_request",
-    "shutdown_request",
-    "close_request",
-)
+REQUEST_HOOKS = FAST_PATH_HOOKS
 
 IO_TIMEOUT = 10.0
 

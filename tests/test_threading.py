@@ -357,4 +357,4 @@ def test_pool_settings_are_checked_when_serving_starts(attribute, value, runner)
 @pytest.mark.parametrize("seconds", [0.0, -1.0, float("nan"), float("inf")])
 def test_the_core_pool_refuses_a_useless_idle_timeout(seconds):
     with pytest.raises(ValueError, match="idle_timeout"):
-        socketserver_rs._core.WorkerPool(idle_timeout=seconds)
+        socketserver_rs._core.WorkerPool(lambda worker: None, idle_timeout=seconds)

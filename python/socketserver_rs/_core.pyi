@@ -4,6 +4,9 @@ from typing import Any, Callable, Iterator, Optional, final, type_check_only
 
 __all__ = [
     "__version__",
+    "STOP",
+    "IDLE",
+    "READY",
     "open_socket",
     "set_reuse",
     "ServeLoop",
@@ -16,6 +19,10 @@ __all__ = [
     "recv_message",
 ]
 __version__: str
+
+STOP: int
+IDLE: int
+READY: int
 
 def open_socket(family: int, kind: int) -> int:
     """Create a socket (close-on-exec) and return its descriptor, which the
@@ -39,11 +46,12 @@ class ServeLoop:
         shutdown request and release whoever waits in shutdown()."""
     def wait(
         self, fd: int, poll_interval: Optional[float], pool: Optional[WorkerPool] = None
-    ) -> Optional[bool]:
-        """True when fd is readable, False when poll_interval passed, None
-        once shutdown is requested. GIL released; signals checked. Backs
-        off after accept() ran out of resources; while pool is at its bound,
-        waits for a free worker instead of the listener."""
+    ) -> int:
+        """READY when fd is readable, IDLE when poll_interval passed (or a
+        bounded pool stayed full), STOP once shutdown is requested. GIL
+        released; signals checked. Backs off after accept() ran out of
+        resources; while pool is at its bound, waits for a free worker
+        instead of the listener."""
     def accept_failed(self, errno: int) -> None:
         """Report an accept() failure (backs off on EMFILE and the like,
         logging once)."""
@@ -69,42 +77,42 @@ class FastPath:
         stream: bool,
         max_packet_size: int,
         serve_loop: ServeLoop,
-        pool: Optional[WorkerPool] = None,
-        runner: Optional[Callable[..., Any]] = None,
+        nodelay: bool,
     ) -> FastPath: ...
+    @property
+    def stream(self) -> bool:
+        """Whether requests are connections (else datagrams)."""
     def take(self) -> Optional[tuple[Any, Any]]:
         """One (request, client_address), or None when none could be taken."""
-    def dispatch(self, server: Any) -> Optional[tuple[Any, Any, bool]]:
-        """Queue the waiting requests on the pool; return (request, address,
-        counted) for one it did not take (counted: a new worker must be
-        started for it; else the pool was closed), or None."""
+    def dispatch(
+        self, server: Any, pool: WorkerPool, runner: Callable[[Any, Any, Any], Any]
+    ) -> Optional[tuple[Any, Any, Optional[BaseException]]]:
+        """Queue the waiting requests on pool as runner(server, request,
+        client_address); return (request, client_address, error) for one it
+        did not take (error: what starting its worker raised; None: the pool
+        was closed), or None."""
 
 @final
 class WorkerPool:
     """Reusable worker threads fed by a channel."""
 
     def __new__(
-        cls, idle_timeout: float = 10.0, max_workers: Optional[int] = None
+        cls,
+        spawn: Callable[[Worker], Any],
+        idle_timeout: float = 10.0,
+        max_workers: Optional[int] = None,
     ) -> WorkerPool: ...
+    def submit(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        """Run func(*args) on an idle worker, or on a new one started with
+        spawn(worker); at the bound, wait for a worker to free. RuntimeError
+        once closed; what spawn raised if no thread could start."""
     @property
     def is_full(self) -> bool:
         """Every worker busy and no more may start."""
     @property
     def max_workers(self) -> Optional[int]: ...
-    def needs_worker(self) -> bool:
-        """Claim a worker for one more job; True when a new one must be started."""
-    def cancel_worker(self) -> None:
-        """A worker counted by needs_worker() could not be started."""
-    def submit(self, func: Callable[..., Any], args: tuple[Any, Any, Any]) -> None:
-        """Queue func(*args)."""
-    def worker(self) -> Worker:
-        """The handle a new worker thread runs with."""
-    def add_thread(self, thread: Any) -> None:
-        """Record a worker's threading.Thread."""
     def close(self) -> None:
         """Accept no more work; workers leave once the queue is empty."""
-    def threads(self) -> list[Any]:
-        """The worker threads started and not yet finished."""
     @property
     def size(self) -> int: ...
 
@@ -112,7 +120,7 @@ class WorkerPool:
 class Worker:
     """One worker thread's view of its pool."""
 
-    def take(self) -> Optional[tuple[Callable[..., Any], tuple[Any, Any, Any]]]:
+    def take(self) -> Optional[tuple[Callable[..., Any], tuple[Any, ...]]]:
         """The next job, or None when the worker should leave."""
     def exit(self) -> None:
         """The worker thread is ending."""

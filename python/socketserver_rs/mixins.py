@@ -7,8 +7,10 @@ import math
 import os
 import threading
 import weakref
+from functools import partial
 
 from socketserver_rs import _core
+from socketserver_rs.fast_path import standard_hooks
 
 __all__ = ["ThreadingMixIn"]
 if hasattr(os, "fork"):
@@ -112,8 +114,7 @@ class _WorkerThreads:
     def __get__(self, server, owner=None):
         if server is None:
             return self
-        pool = server.__dict__.get("_ThreadingMixIn__pool")
-        return pool.threads() if pool is not None else []
+        return list(server.__dict__.get("_ThreadingMixIn__threads", ()))
 
 
 _pool_lock = threading.Lock()
@@ -155,9 +156,10 @@ class _WorkerThread(threading.Thread):
     without extra interpreter frames on the C stack, which keeps each idle
     worker's resident stack (one per open connection) small."""
 
-    def __init__(self, worker, name, daemon):
+    def __init__(self, worker, threads, name, daemon):
         super().__init__(name=name, daemon=daemon)
         self._worker = worker
+        self._threads = threads
 
     def run(self):
         """A job that raises ends the worker, and the exception goes to
@@ -169,26 +171,52 @@ class _WorkerThread(threading.Thread):
                 pass
         finally:
             worker.exit()
+            self._threads.discard(self)
 
 
 def _run(job):
     if job is None:
         return False
-    func, (server, request, client_address) = job
-    func(server, request, client_address)
+    func, args = job
+    func(*args)
     return True
+
+
+def _spawner(server, threads):
+    """The pool's spawn(worker): start a thread running `worker`, named for
+    the server's class and daemonic as server.daemon_threads says when it
+    starts. It holds the server weakly: the server holds the pool."""
+    server_ref = weakref.ref(server)
+    prefix = f"{type(server).__name__}-worker-"
+
+    def spawn(worker):
+        server = server_ref()
+        daemon = bool(server.daemon_threads) if server is not None else True
+        thread = _WorkerThread(worker, threads, prefix + str(next(_worker_numbers)), daemon)
+        threads.add(thread)
+        try:
+            thread.start()
+        except BaseException:
+            threads.discard(thread)
+            raise
+
+    return spawn
 
 
 def _process_request_thread(server, request, client_address):
     server.process_request_thread(request, client_address)
 
 
+@standard_hooks
 class ThreadingMixIn:
     """Mix-in class to handle each request in a new thread.
 
     Requests run on a pool of reusable worker threads that grows whenever
     every worker is busy (so no request waits for another to finish) and
-    shrinks when workers stay idle.
+    shrinks when workers stay idle. How a request gets a thread: the pool's
+    submit() (src/pool.rs) hands it to an idle worker or starts a new one
+    through _spawner(); on the fast path the core submits straight from
+    accept().
     """
 
     # Decides how threads will act upon termination of the
@@ -218,12 +246,9 @@ class ThreadingMixIn:
             self.shutdown_request(request)
 
     def process_request(self, request, client_address):
-        """Run process_request_thread() on a worker thread."""
-        pool = self._worker_pool()
-        # At the bound (max_threads) this waits for a worker to become free.
-        if pool.needs_worker():
-            self._start_worker(pool)
-        pool.submit(_process_request_thread, (self, request, client_address))
+        """Run process_request_thread() on a worker thread. At the bound
+        (max_threads) this waits for a worker to become free."""
+        self._worker_pool().submit(_process_request_thread, (self, request, client_address))
 
     def server_close(self):
         super().server_close()
@@ -233,7 +258,7 @@ class ThreadingMixIn:
         pool.close()
         if self.block_on_close and not self.daemon_threads:
             current = threading.current_thread()
-            for thread in pool.threads():
+            for thread in list(self.__dict__.get("_ThreadingMixIn__threads", ())):
                 if thread is not current:
                     thread.join()
 
@@ -243,8 +268,11 @@ class ThreadingMixIn:
             with _pool_lock:
                 pool = self.__dict__.get("_ThreadingMixIn__pool")
                 if pool is None:
+                    threads = self.__dict__.setdefault("_ThreadingMixIn__threads", set())
                     pool = self.__pool = _core.WorkerPool(
-                        idle_timeout=_idle_timeout(self), max_workers=_thread_bound(self)
+                        _spawner(self, threads),
+                        idle_timeout=_idle_timeout(self),
+                        max_workers=_thread_bound(self),
                     )
                     _live_pools.add(pool)
         return pool
@@ -253,35 +281,22 @@ class ThreadingMixIn:
         pool = self._worker_pool()
         return pool if pool.max_workers is not None else None
 
-    def _start_worker(self, pool):
-        # The pool has counted this worker: start it, or uncount it.
-        try:
-            thread = _WorkerThread(
-                pool.worker(),
-                name=f"{type(self).__name__}-worker-{next(_worker_numbers)}",
-                daemon=bool(self.daemon_threads),
-            )
-            pool.add_thread(thread)
-            thread.start()
-        except BaseException:
-            pool.cancel_worker()
-            raise
+    def _fast_request_taker(self, fast):
+        # The core accepts the waiting requests and queues each for a worker.
+        return partial(self._dispatch_fast, fast, self._worker_pool())
 
-    def _dispatch_fast(self, fast, runner):
-        # The fast path's process_request(): the core queues the waiting
-        # requests and hands back one it could not queue: one that needs a
-        # new worker first (counted), or one met by a closed pool (then this
-        # server's current pool takes it, or it fails as process_request()
-        # would).
-        untaken = fast.dispatch(self)
+    def _dispatch_fast(self, fast, pool):
+        untaken = fast.dispatch(self, pool, _process_request_thread)
         if untaken is None:
             return
-        request, client_address, counted = untaken
-        pool = self._worker_pool()
+        # Its worker could not start, or the pool was closed under us
+        # (server_close() from a handler): then this server's current pool
+        # takes it, as process_request() would.
+        request, client_address, error = untaken
         try:
-            if counted or pool.needs_worker():
-                self._start_worker(pool)
-            pool.submit(runner, (self, request, client_address))
+            if error is not None:
+                raise error
+            self.process_request(request, client_address)
         except Exception:
             self.handle_error(request, client_address)
             self.shutdown_request(request)

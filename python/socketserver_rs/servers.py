@@ -17,7 +17,7 @@ import threading
 from functools import partial
 
 from socketserver_rs import _core
-from socketserver_rs.mixins import ThreadingMixIn
+from socketserver_rs.fast_path import hooks_are_standard, standard_hooks
 
 __all__ = ["BaseServer", "TCPServer", "UDPServer"]
 if hasattr(socket, "AF_UNIX"):
@@ -32,6 +32,11 @@ _TCP_FAMILIES = {socket.AF_INET, socket.AF_INET6}
 
 # Most datagrams a single-threaded server takes per readiness.
 _DATAGRAM_BATCH = 32
+
+
+def _is_tcp(sock):
+    # TCP connections get TCP_NODELAY, on either path.
+    return sock.family in _TCP_FAMILIES and sock.type == socket.SOCK_STREAM
 
 
 def _reuse_by_default(sock):
@@ -62,6 +67,7 @@ def _new_socket(family, kind):
     return socket.socket(family, kind, 0, _core.open_socket(family, kind))
 
 
+@standard_hooks
 class BaseServer:
     """Base class for server classes.
 
@@ -163,10 +169,10 @@ class BaseServer:
             wait = loop.wait
             pool = self._bounded_pool()
             while True:
-                ready = wait(fd, poll_interval, pool)
-                if ready is None:
+                event = wait(fd, poll_interval, pool)
+                if event == _core.STOP:
                     break
-                if ready:
+                if event == _core.READY:
                     handle()
                 if actions is not None:
                     actions()
@@ -299,26 +305,28 @@ class BaseServer:
         return overridden or "service_actions" in vars(self)
 
     def _request_taker(self, loop):
-        """What the loop calls when the socket is readable: the core's fast
-        path when every request hook is the standard one and the socket a
-        plain socket.socket, else _handle_request_noblock() and the hooks,
-        exactly as written."""
+        """What the loop calls when the socket is readable, chosen once per
+        serve_forever(): the core's fast path when the request hooks are
+        ours (see fast_path.py) and the socket a plain socket.socket, else
+        _handle_request_noblock() and the hooks, exactly as written."""
         fast = self._fast_path(loop)
         if fast is None:
             return self._handle_request_noblock
-        core, stream = fast
-        if isinstance(self, ThreadingMixIn):
-            runner = _serve_stream_in_worker if stream else _serve_datagram_in_worker
-            return partial(self._dispatch_fast, core, runner)
-        end_request = _end_stream_request if stream else _end_datagram_request
+        return self._fast_request_taker(fast)
+
+    def _fast_request_taker(self, fast):
+        """The fast path of a server that runs each request itself.
+        ThreadingMixIn supplies its own, which queues requests for workers."""
         # Datagrams waiting in the socket are taken in a row without going
         # back to poll(2) for each, unless service_actions() must run between
         # requests. (Connections are not: accept() would block when none waits.)
-        batch = 1 if stream or self._has_service_actions() else _DATAGRAM_BATCH
-        return partial(self._handle_fast, core.take, end_request, batch)
+        batch = 1 if fast.stream or self._has_service_actions() else _DATAGRAM_BATCH
+        return partial(self._handle_fast, fast.take, batch)
 
-    def _handle_fast(self, take, end_request, batch):
-        # _handle_request_noblock() with the standard hooks inlined.
+    def _handle_fast(self, take, batch):
+        # _handle_request_noblock() with get_request() done by the core and
+        # verify_request(), process_request() and finish_request() inlined.
+        end_request = self.shutdown_request
         for _ in range(batch):
             taken = take()
             if taken is None:
@@ -339,64 +347,18 @@ class BaseServer:
         sock = getattr(self, "socket", None)
         if type(sock) is not socket.socket or sock.family not in _FAST_FAMILIES:
             return None
-        if sock.type == socket.SOCK_STREAM:
-            hooks = _STREAM_HOOKS
-        elif sock.type == socket.SOCK_DGRAM:
-            hooks = _DATAGRAM_HOOKS
-        else:
+        if sock.type not in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
             return None
-        threaded = isinstance(self, ThreadingMixIn)
-        if threaded:
-            hooks = {**hooks, **_THREADED_HOOKS}
-        cls = type(self)
-        own = vars(self)
-        for name, standard in hooks.items():
-            if name in own or getattr(cls, name, None) is not standard:
-                return None
+        if not hooks_are_standard(self):
+            return None
         max_packet_size = getattr(self, "max_packet_size", 0)
         if type(max_packet_size) is not int or max_packet_size < 0:
             return None
         stream = sock.type == socket.SOCK_STREAM
-        pool = runner = None
-        if threaded:
-            pool = self._worker_pool()
-            runner = _serve_stream_in_worker if stream else _serve_datagram_in_worker
-        core = _core.FastPath(sock, stream, max_packet_size, loop, pool, runner)
-        return core, stream
+        return _core.FastPath(sock, stream, max_packet_size, loop, _is_tcp(sock))
 
 
-def _end_stream_request(request):
-    # TCPServer.shutdown_request() + close_request()
-    try:
-        request.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
-    request.close()
-
-
-def _end_datagram_request(request):
-    # UDPServer.shutdown_request(): nothing to do.
-    pass
-
-
-def _serve_stream_in_worker(server, request, client_address):
-    # ThreadingMixIn.process_request_thread() with the standard hooks inlined.
-    try:
-        server.RequestHandlerClass(request, client_address, server)
-    except Exception:
-        server.handle_error(request, client_address)
-    finally:
-        _end_stream_request(request)
-
-
-def _serve_datagram_in_worker(server, request, client_address):
-    # The same for a datagram, whose shutdown_request() does nothing.
-    try:
-        server.RequestHandlerClass(request, client_address, server)
-    except Exception:
-        server.handle_error(request, client_address)
-
-
+@standard_hooks
 class TCPServer(BaseServer):
     """Base class for various socket-based server classes.
 
@@ -518,7 +480,7 @@ class TCPServer(BaseServer):
         several pieces is not held back by Nagle's algorithm.
         """
         request, client_address = self.socket.accept()
-        if request.family in _TCP_FAMILIES and request.type == socket.SOCK_STREAM:
+        if _is_tcp(request):
             try:
                 request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
@@ -540,6 +502,7 @@ class TCPServer(BaseServer):
         request.close()
 
 
+@standard_hooks
 class UDPServer(TCPServer):
     """UDP server class."""
 
@@ -575,31 +538,3 @@ if hasattr(socket, "AF_UNIX"):
 
     class UnixDatagramServer(UDPServer):
         address_family = socket.AF_UNIX
-
-
-# The request hooks the fast path stands in for, with the standard versions.
-_COMMON_HOOKS = {
-    "fileno": TCPServer.fileno,
-    "_handle_request_noblock": BaseServer._handle_request_noblock,
-    "verify_request": BaseServer.verify_request,
-    "process_request": BaseServer.process_request,
-    "finish_request": BaseServer.finish_request,
-}
-_STREAM_HOOKS = {
-    **_COMMON_HOOKS,
-    "get_request": TCPServer.get_request,
-    "shutdown_request": TCPServer.shutdown_request,
-    "close_request": TCPServer.close_request,
-}
-_DATAGRAM_HOOKS = {
-    **_COMMON_HOOKS,
-    "get_request": UDPServer.get_request,
-    "shutdown_request": UDPServer.shutdown_request,
-    "close_request": UDPServer.close_request,
-}
-_THREADED_HOOKS = {
-    "process_request": ThreadingMixIn.process_request,
-    "process_request_thread": ThreadingMixIn.process_request_thread,
-    "_worker_pool": ThreadingMixIn._worker_pool,
-    "_dispatch_fast": ThreadingMixIn._dispatch_fast,
-}
