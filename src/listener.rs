@@ -9,7 +9,7 @@ use std::os::fd::{BorrowedFd, IntoRawFd, RawFd};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
-use socket2::{Domain, SockAddr, SockRef, Socket, Type};
+use socket2::{SockAddr, SockRef, Socket};
 
 use crate::errors::os_error;
 
@@ -18,14 +18,6 @@ pub fn with_socket<T>(fd: RawFd, f: impl FnOnce(&Socket) -> T) -> T {
     // SAFETY: callers pass descriptors that Python keeps open for the call.
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
     f(&SockRef::from(&borrowed))
-}
-
-/// Create a socket (close-on-exec) and hand its descriptor to Python, which
-/// wraps it in a `socket.socket` and owns it from then on.
-#[pyfunction]
-pub fn open_socket(family: i32, kind: i32) -> PyResult<RawFd> {
-    let socket = Socket::new(Domain::from(family), Type::from(kind), None).map_err(os_error)?;
-    Ok(socket.into_raw_fd())
 }
 
 /// Set SO_REUSEADDR / SO_REUSEPORT on a socket before it is bound.
@@ -170,7 +162,6 @@ pub fn wrap_socket<'py>(
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(open_socket, m)?)?;
     m.add_function(wrap_pyfunction!(set_reuse, m)?)?;
     Ok(())
 }

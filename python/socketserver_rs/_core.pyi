@@ -7,7 +7,6 @@ __all__ = [
     "STOP",
     "IDLE",
     "READY",
-    "open_socket",
     "set_reuse",
     "ServeLoop",
     "FastPath",
@@ -23,10 +22,6 @@ __version__: str
 STOP: int
 IDLE: int
 READY: int
-
-def open_socket(family: int, kind: int) -> int:
-    """Create a socket (close-on-exec) and return its descriptor, which the
-    caller wraps in a socket.socket that owns it from then on."""
 
 def set_reuse(fd: int, address: bool, port: bool) -> None:
     """Set SO_REUSEADDR / SO_REUSEPORT on a socket before it is bound."""

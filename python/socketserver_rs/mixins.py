@@ -7,6 +7,7 @@ import math
 import os
 import threading
 import weakref
+from contextvars import Context
 from functools import partial
 
 from socketserver_rs import _core
@@ -131,6 +132,22 @@ def _close_live_pools():
 
 threading._register_atexit(_close_live_pools)  # type: ignore[attr-defined]
 
+# Pools belong to the process that made them: a child of fork() has none of
+# their threads, so its servers make new pools (see _worker_pool()). The old
+# ones are left untouched there: a lock held by a parent's thread at the
+# fork would never be released in the child.
+_fork_generation = 0
+
+
+def _forget_pools_after_fork():
+    global _fork_generation
+    _fork_generation += 1
+    _live_pools.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools_after_fork)
+
 
 def _idle_timeout(server):
     seconds = server.idle_thread_timeout
@@ -178,7 +195,10 @@ def _run(job):
     if job is None:
         return False
     func, args = job
-    func(*args)
+    # Each request starts in an empty context, as a new thread does: a
+    # ContextVar a handler set (the current user, say) must not be seen by
+    # the next request this worker serves.
+    Context().run(func, *args)
     return True
 
 
@@ -253,8 +273,8 @@ class ThreadingMixIn:
     def server_close(self):
         super().server_close()
         pool = self.__dict__.pop("_ThreadingMixIn__pool", None)
-        if pool is None:
-            return
+        if pool is None or self.__generation != _fork_generation:
+            return  # none, or the pool of the process this one was forked from
         pool.close()
         if self.block_on_close and not self.daemon_threads:
             current = threading.current_thread()
@@ -264,16 +284,17 @@ class ThreadingMixIn:
 
     def _worker_pool(self):
         pool = self.__dict__.get("_ThreadingMixIn__pool")
-        if pool is None:
+        if pool is None or self.__dict__["_ThreadingMixIn__generation"] != _fork_generation:
             with _pool_lock:
                 pool = self.__dict__.get("_ThreadingMixIn__pool")
-                if pool is None:
-                    threads = self.__dict__.setdefault("_ThreadingMixIn__threads", set())
+                if pool is None or self.__generation != _fork_generation:
+                    threads = self.__threads = set()
                     pool = self.__pool = _core.WorkerPool(
                         _spawner(self, threads),
                         idle_timeout=_idle_timeout(self),
                         max_workers=_thread_bound(self),
                     )
+                    self.__generation = _fork_generation
                     _live_pools.add(pool)
         return pool
 

@@ -62,11 +62,6 @@ def _new_serve_loop():
     return _core.ServeLoop(logging.getLogger("socketserver_rs"))
 
 
-def _new_socket(family, kind):
-    """socket.socket(family, kind), created by the core."""
-    return socket.socket(family, kind, 0, _core.open_socket(family, kind))
-
-
 @standard_hooks
 class BaseServer:
     """Base class for server classes.
@@ -418,7 +413,7 @@ class TCPServer(BaseServer):
     def __init__(self, server_address, RequestHandlerClass, bind_and_activate=True):
         """Constructor.  May be extended, do not override."""
         BaseServer.__init__(self, server_address, RequestHandlerClass)
-        self.socket = _new_socket(self.address_family, self.socket_type)
+        self.socket = socket.socket(self.address_family, self.socket_type)
         if bind_and_activate:
             try:
                 self.server_bind()

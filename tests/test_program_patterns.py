@@ -1,0 +1,103 @@
+"""Patterns of real programs that once behaved differently on the core.
+
+Each runs on the standard module and on ours (both paths where they
+differ) and requires the same result.
+"""
+
+import contextvars
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from unittest import mock
+
+import pytest
+from conftest import IO_TIMEOUT
+
+
+def test_context_variables_do_not_leak_between_requests(variant, runner):
+    """A web framework sets the current user in a ContextVar; the next
+    request on the same worker must not see it."""
+    user = contextvars.ContextVar("user", default="anonymous")
+    seen = []
+
+    class Handler(variant.mod.StreamRequestHandler):
+        def handle(self):
+            name = self.rfile.readline().strip().decode()
+            seen.append(user.get())
+            if name:
+                user.set(name)
+            self.wfile.write(b"ok\n")
+
+    server = runner.track(variant.server_class("ThreadingTCPServer")(("127.0.0.1", 0), Handler))
+    variant.check_path(server)
+    runner.start(server)
+    for name in ("alice", "", "", "bob", ""):
+        with socket.create_connection(server.server_address, timeout=IO_TIMEOUT) as client:
+            client.sendall(name.encode() + b"\n")
+            assert client.recv(16) == b"ok\n"
+    assert seen == ["anonymous"] * 5
+
+
+FORK_AFTER_SERVING = """
+import os, socket, sys, threading
+import {module} as ss
+
+class Handler(ss.StreamRequestHandler):
+    def handle(self):
+        self.wfile.write(self.rfile.readline().upper())
+
+def serve_once(server):
+    thread = threading.Thread(target=server.serve_forever, kwargs={{"poll_interval": 0.05}})
+    thread.start()
+    with socket.create_connection(server.server_address, timeout=5) as client:
+        client.sendall(b"ping\\n")
+        reply = client.recv(16)
+    server.shutdown()
+    thread.join()
+    return reply
+
+server = ss.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+first = serve_once(server)
+pid = os.fork()
+if pid == 0:
+    # A pre-fork server: the child serves on the socket the parent made.
+    try:
+        code = 0 if serve_once(server) == b"PING\\n" else 3
+        server.server_close()
+    finally:
+        os._exit(locals().get("code", 4))
+_, status = os.waitpid(pid, 0)
+server.server_close()
+print(first.decode().strip(), os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@pytest.mark.parametrize("module", ["socketserver", "socketserver_rs"])
+def test_a_forked_child_serves_with_the_threading_server_of_its_parent(module):
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(FORK_AFTER_SERVING).format(module=module)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["PING", "0"], proc.stderr
+
+
+def _open_descriptors():
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_no_descriptor_leaks_when_socket_socket_is_mocked(ssmod):
+    """Test helpers (pytest-socket, mkdocs') replace socket.socket."""
+
+    before = _open_descriptors()
+    with mock.patch("socket.socket") as fake:
+        for _ in range(100):
+            ssmod.TCPServer(("127.0.0.1", 0), ssmod.BaseRequestHandler, bind_and_activate=False)
+    assert fake.call_count == 100
+    assert _open_descriptors() - before == 0
