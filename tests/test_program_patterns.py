@@ -101,3 +101,83 @@ def test_no_descriptor_leaks_when_socket_socket_is_mocked(ssmod):
             ssmod.TCPServer(("127.0.0.1", 0), ssmod.BaseRequestHandler, bind_and_activate=False)
     assert fake.call_count == 100
     assert _open_descriptors() - before == 0
+
+
+GREEN_SERVERS = """
+import sys
+if sys.argv[1] == "gevent":
+    from gevent import monkey
+    monkey.patch_all()
+else:
+    import eventlet
+    eventlet.monkey_patch()
+import socket, threading
+if sys.argv[2] == "socketserver_rs":
+    import socketserver_rs
+    socketserver_rs.patch()
+import socketserver as ss
+import http.server, urllib.request
+
+class Upper(ss.StreamRequestHandler):
+    def handle(self):
+        for line in self.rfile:
+            self.wfile.write(line.upper())
+
+def serve(server):
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    return thread
+
+server = ss.ThreadingTCPServer(("127.0.0.1", 0), Upper)
+serving = serve(server)
+replies = []
+def client(i):
+    with socket.create_connection(server.server_address, timeout=5) as conn:
+        conn.sendall(b"hello %d\\n" % i)
+        replies.append(conn.recv(64).decode().strip())
+clients = [threading.Thread(target=client, args=(i,)) for i in range(5)]
+for c in clients:
+    c.start()
+for c in clients:
+    c.join()
+server.shutdown()
+serving.join()
+server.server_close()
+
+class Page(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+
+web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+serving = serve(web)
+url = "http://127.0.0.1:%d/" % web.server_address[1]
+body = urllib.request.urlopen(url, timeout=5).read().decode()
+web.shutdown()
+serving.join()
+web.server_close()
+print(ss.__name__, " ".join(sorted(replies)), body, sep="|")
+"""
+
+
+@pytest.mark.parametrize("green", ["gevent", "eventlet"])
+@pytest.mark.parametrize("module", ["socketserver", "socketserver_rs"])
+def test_servers_run_under_green_thread_monkey_patching(green, module):
+    """After gevent's or eventlet's monkey-patching, a threading server and
+    http.server answer in-process clients (the core's waits would block
+    the hub: the server then waits and reads in Python)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(GREEN_SERVERS), green, module],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    name, replies, body = proc.stdout.strip().split("|")
+    assert name == module
+    assert replies == " ".join(f"HELLO {i}" for i in range(5))
+    assert body == "ok"

@@ -4,6 +4,7 @@ import socket
 from io import BufferedIOBase, BytesIO
 
 from socketserver_rs import _core
+from socketserver_rs.cooperative import cooperative
 
 __all__ = ["BaseRequestHandler", "StreamRequestHandler", "DatagramRequestHandler"]
 
@@ -77,6 +78,7 @@ class StreamRequestHandler(BaseRequestHandler):
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
         if (
             type(self.connection) is socket.socket
+            and not cooperative()
             and _core_buffering(self.rbufsize)
             and _core_buffering(self.wbufsize)
         ):

@@ -11,6 +11,7 @@ from contextvars import Context
 from functools import partial
 
 from socketserver_rs import _core
+from socketserver_rs.cooperative import cooperative
 from socketserver_rs.fast_path import standard_hooks
 
 __all__ = ["ThreadingMixIn"]
@@ -268,14 +269,33 @@ class ThreadingMixIn:
     def process_request(self, request, client_address):
         """Run process_request_thread() on a worker thread. At the bound
         (max_threads) this waits for a worker to become free."""
+        if cooperative():
+            self._start_request_thread(request, client_address)
+            return
         self._worker_pool().submit(_process_request_thread, (self, request, client_address))
+
+    def _start_request_thread(self, request, client_address):
+        # A (green) thread per request, as the standard module does: a pool
+        # worker would wait in the core, out of the hub's sight.
+        threads = self.__dict__.setdefault("_ThreadingMixIn__threads", set())
+
+        def run():
+            try:
+                self.process_request_thread(request, client_address)
+            finally:
+                threads.discard(thread)
+
+        thread = threading.Thread(target=run, daemon=bool(self.daemon_threads))
+        threads.add(thread)
+        thread.start()
 
     def server_close(self):
         super().server_close()
         pool = self.__dict__.pop("_ThreadingMixIn__pool", None)
-        if pool is None or self.__generation != _fork_generation:
-            return  # none, or the pool of the process this one was forked from
-        pool.close()
+        # Not the pool of the process this one was forked from: its locks
+        # may have been held at the fork.
+        if pool is not None and self.__generation == _fork_generation:
+            pool.close()
         if self.block_on_close and not self.daemon_threads:
             current = threading.current_thread()
             for thread in list(self.__dict__.get("_ThreadingMixIn__threads", ())):

@@ -11,12 +11,14 @@ src/detach.rs for why).
 from __future__ import annotations
 
 import os
+import selectors
 import socket
 import sys
 import threading
 from functools import partial
 
 from socketserver_rs import _core
+from socketserver_rs.cooperative import cooperative
 from socketserver_rs.fast_path import hooks_are_standard, standard_hooks
 
 __all__ = ["BaseServer", "TCPServer", "UDPServer"]
@@ -158,6 +160,8 @@ class BaseServer:
         try:
             if loop.shutdown_requested:
                 return
+            if cooperative():
+                return self._serve_cooperatively(poll_interval)
             handle = self._request_taker(loop)
             actions = self.service_actions if self._has_service_actions() else None
             fd = self.fileno()
@@ -183,7 +187,34 @@ class BaseServer:
         raises RuntimeError instead of deadlocking when called from the
         thread running serve_forever().
         """
-        self._serve_loop().shutdown()
+        loop = self._serve_loop()
+        if cooperative() and loop.serving:
+            # Wait on the Event, which the hub can switch away from.
+            loop.request_shutdown(True)
+            self.__dict__["_BaseServer__is_shut_down"].wait()
+            return
+        loop.shutdown()
+
+    def _serve_cooperatively(self, poll_interval):
+        # serve_forever() as the standard module writes it, waiting through
+        # the (monkey-patched) selectors module; see cooperative.py.
+        with selectors.DefaultSelector() as selector:
+            selector.register(self, selectors.EVENT_READ)
+            loop = self._serve_loop()
+            while not loop.shutdown_requested:
+                ready = selector.select(poll_interval)
+                if loop.shutdown_requested:
+                    break
+                if ready:
+                    self._handle_request_noblock()
+                self.service_actions()
+
+    def _wait_readable(self, timeout):
+        if not cooperative():
+            return self._serve_loop().wait_readable(self.fileno(), timeout)
+        with selectors.DefaultSelector() as selector:
+            selector.register(self, selectors.EVENT_READ)
+            return bool(selector.select(timeout))
 
     def service_actions(self):
         """Called by the serve_forever() loop.
@@ -202,7 +233,7 @@ class BaseServer:
             timeout = self.timeout
         elif self.timeout is not None:
             timeout = min(timeout, self.timeout)
-        if self._serve_loop().wait_readable(self.fileno(), timeout):
+        if self._wait_readable(timeout):
             return self._handle_request_noblock()
         return self.handle_timeout()
 
