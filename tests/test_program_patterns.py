@@ -181,3 +181,46 @@ def test_servers_run_under_green_thread_monkey_patching(green, module):
     assert name == module
     assert replies == " ".join(f"HELLO {i}" for i in range(5))
     assert body == "ok"
+
+
+PICKLE_CLASSES = """
+import pickle
+import socketserver_rs
+
+class Handler(socketserver_rs.StreamRequestHandler):
+    pass
+
+class Server(socketserver_rs.ThreadingTCPServer):
+    pass
+
+# A program's own subclasses pickle by reference, as with the standard module.
+for cls in (Handler, Server):
+    assert pickle.loads(pickle.dumps(cls)) is cls
+# The public classes report the module they stand in for, so pickle finds
+# them once socketserver resolves to socketserver_rs.
+try:
+    pickle.dumps(socketserver_rs.TCPServer)
+except pickle.PicklingError:
+    print("unpatched: refused")
+socketserver_rs.patch()
+for name in socketserver_rs.__all__:
+    cls = getattr(socketserver_rs, name)
+    assert pickle.loads(pickle.dumps(cls)) is cls, name
+print("patched:", len(socketserver_rs.__all__))
+"""
+
+
+def test_classes_pickle_by_reference():
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(PICKLE_CLASSES)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    import socketserver_rs
+
+    assert proc.stdout.split("\n")[:2] == [
+        "unpatched: refused",
+        f"patched: {len(socketserver_rs.__all__)}",
+    ]
