@@ -106,6 +106,11 @@ SIGINT_SCRIPT = r"""
 import os, signal, sys, threading, time
 import socketserver_rs
 
+# Started with SIGINT ignored (pytest run under nohup or as a background job),
+# the interpreter keeps it ignored and installs no KeyboardInterrupt handler:
+# install it, as an interactive start would.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 name, entry = sys.argv[1], sys.argv[2]
 server = getattr(socketserver_rs, name)(("127.0.0.1", 0), socketserver_rs.BaseRequestHandler)
 sent = []
