@@ -631,11 +631,9 @@ def test_bad_arguments_like_stdlib(name):
 
 
 def test_descriptor_exhaustion_backs_off_and_recovers():
+    # (The standard module retries accept() at once, at full CPU: see
+    # bench/fd_exhaustion.py --module socketserver.)
     ours = run_script("fd_exhaustion.py", "--seconds", "2")
-    stdlib = run_script("fd_exhaustion.py", "--seconds", "2", "--module", "socketserver")
-    # For contrast only: the standard library retries accept() at once.
-    print(f"CPU while out of descriptors: ours {ours['cpu_fraction']:.1%}, ", end="")
-    print(f"socketserver {stdlib['cpu_fraction']:.1%}")
     assert ours["_returncode"] == 0, ours["_stderr"]
     assert ours["cpu_fraction"] < 0.20
     levels = [level for level, _ in ours["log"]]
@@ -704,6 +702,11 @@ def test_soak_mixed_load():
     # A new connection is served while keep-alive connections stay open.
     assert result["tcp_per_connection"] > 100
     assert result["tcp_slow"] == 0, f"slowest TCP reply took {result['tcp_slowest_s']} s"
-    assert result["udp_sent"] > 0
-    assert isinstance(result["udp_lost"], int) and result["udp_loss_rate"] is not None
+    # One ping in flight per client over loopback: a reply later than a
+    # second (counted lost) is rare even on a loaded machine.
+    assert result["udp_sent"] > 100
+    assert result["udp_received"] + result["udp_lost"] == result["udp_sent"]
+    assert result["udp_lost"] <= result["udp_sent"] // 100, result["udp_lost"]
+    # A wrong reply can only be a late one to a ping already counted lost.
+    assert result["udp_wrong"] <= result["udp_lost"]
     assert result["_returncode"] == 0, result["_stderr"]

@@ -779,12 +779,26 @@ def test_write_timeout(bufsize):
         assert time.monotonic() - start < 3
 
 
-def test_unbuffered_writer_is_not_buffered_io(wpair):
-    # The package registers the class with io.BufferedIOBase, not the core.
-    w = _core.SocketWriter(wpair[0], 0)
-    assert isinstance(w, _core.SocketWriter)
-    assert not isinstance(w, io.TextIOBase)
-    w.close()
+IO_CLASSES = (io.IOBase, io.RawIOBase, io.BufferedIOBase, io.TextIOBase)
+
+
+@pytest.mark.parametrize("bufsize", [0, -1])
+def test_writer_io_classes_equal_stdlib(bufsize):
+    # The standard module's wfile is an io.BufferedIOBase either way (its
+    # _SocketWriter unbuffered, a BufferedWriter else), never a text file.
+    # The package registers the core's class likewise.
+    with writer_twins(bufsize) as (std, rs, _, _):
+        assert isinstance(rs, io.BufferedIOBase)
+        assert [isinstance(rs, c) for c in IO_CLASSES] == [isinstance(std, c) for c in IO_CLASSES]
+
+
+def test_reader_io_classes_equal_stdlib(twins):
+    # rfile at the default rbufsize: a BufferedReader in the standard module.
+    twin = twins(-1)
+    assert isinstance(twin.rs, io.BufferedIOBase)
+    assert [isinstance(twin.rs, c) for c in IO_CLASSES] == [
+        isinstance(twin.std, c) for c in IO_CLASSES
+    ]
 
 
 @pytest.mark.parametrize("bufsize", [-1, 0])
