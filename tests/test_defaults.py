@@ -2,12 +2,14 @@
 README's table): TCP_NODELAY on accepted connections and the listen
 backlog; the class attributes themselves keep the standard values."""
 
+import queue
 import select
 import socket
 import socketserver
 import time
 
 import pytest
+from conftest import IO_TIMEOUT, stream_request
 
 import socketserver_rs
 
@@ -32,6 +34,37 @@ def test_accepted_tcp_connections_have_nodelay(server_class):
             assert client.recv(2) == b"ok"
         assert server.nodelay != 0
     assert socketserver_rs.StreamRequestHandler.disable_nagle_algorithm is False
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+@pytest.mark.parametrize("name", ["TCPServer", "ThreadingTCPServer"])
+def test_nodelay_while_serving_forever(name, family, variant, runner):
+    """handle_request() always runs the hooks; serve_forever() takes the
+    fast path when no hook is overridden. Connections have TCP_NODELAY on
+    both of our paths and, as ever, not on the standard module."""
+    seen = queue.Queue()
+
+    class Handler(variant.mod.BaseRequestHandler):
+        def handle(self):
+            seen.put(self.request.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            self.request.sendall(b"ok")
+
+    base = getattr(variant.mod, name)
+    host = "127.0.0.1"
+    if family == "ipv6":
+        base = type(name + "6", (base,), {"address_family": socket.AF_INET6})
+        host = "::1"
+    cls = variant.server_class(base)
+    server = runner.track(cls((host, 0), Handler))
+    variant.check_path(server)
+    runner.start(server)
+    for _ in range(2):
+        assert stream_request(server.server_address, b"", server.address_family) == b"ok"
+        nodelay = seen.get(timeout=IO_TIMEOUT)
+        if variant.mod is socketserver:
+            assert nodelay == 0
+        else:
+            assert nodelay != 0
 
 
 def completed_connects(server, count=64, wait=0.5):
