@@ -6,6 +6,7 @@ import os
 import socket
 import socketserver
 import threading
+import time
 
 import pytest
 
@@ -62,6 +63,37 @@ def unix_path(tmp_path):
 def unix_client_path(tmp_path):
     """A fresh path for a Unix socket client to bind to."""
     return str(tmp_path / "cli.sock")
+
+
+def wait_until(predicate, timeout=IO_TIMEOUT, interval=0.005):
+    """Poll predicate() until it is true or timeout seconds have passed;
+    its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def tcp_queues(local_port, remote_port=None):
+    """(tx_queue, rx_queue) of an IPv4 TCP socket, from /proc/net/tcp: of
+    the listener on local_port when remote_port is None (rx_queue: the
+    connections waiting to be accepted), else of the connection from
+    local_port to remote_port (tx_queue: bytes sent and not yet
+    acknowledged; rx_queue: bytes received that its owner has not read)."""
+    with open("/proc/net/tcp") as table:
+        for row in table.readlines()[1:]:
+            fields = row.split()
+            local, remote, state, queues = fields[1], fields[2], fields[3], fields[4]
+            if int(local.split(":")[1], 16) != local_port:
+                continue
+            if (remote_port is None and state == "0A") or (
+                remote_port is not None and int(remote.split(":")[1], 16) == remote_port
+            ):
+                tx, rx = queues.split(":")
+                return int(tx, 16), int(rx, 16)
+    raise LookupError(f"no socket on port {local_port} to {remote_port}")
 
 
 class Serving:

@@ -15,6 +15,7 @@ import threading
 import time
 
 import pytest
+from conftest import tcp_queues, wait_until
 
 import socketserver_rs
 from socketserver_rs import _core
@@ -278,14 +279,20 @@ def test_a_4_gib_length_is_refused_without_allocating(serve):
     assert rss() - before < 64 * MiB
 
 
+def server_has_read(client):
+    """Everything the client sent reached the server and was read there."""
+    port, server_port = client.getsockname()[1], client.getpeername()[1]
+    return tcp_queues(port, server_port)[0] == 0 and tcp_queues(server_port, port)[1] == 0
+
+
 def test_memory_follows_the_bytes_received_not_the_length_claimed(serve):
     server = serve(max_message_size=1024 * MiB)
     with connect(server) as client:
         client.sendall(struct.pack(">I", 512 * MiB) + b"x" * 100)
-        time.sleep(0.2)
+        assert wait_until(lambda: server_has_read(client))
         before = rss()
         client.sendall(b"y" * 1000)
-        time.sleep(0.2)
+        assert wait_until(lambda: server_has_read(client))
         assert rss() - before < 64 * MiB
         client.shutdown(socket.SHUT_WR)
         err = server.errors.get(timeout=IO_TIMEOUT)

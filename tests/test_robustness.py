@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import tcp_queues, wait_until
 
 import socketserver_rs as rs
 
@@ -214,8 +215,8 @@ def handle_error_raises(ss, mode, faithful):
     server = Server(LOCAL, Handler)
     server.timeout = 5
     outcome = {}
-    try:
-        with ExceptHook() as hook:
+    with ExceptHook() as hook:
+        try:
             with socket.create_connection(server.server_address, timeout=5) as client:
                 client.sendall(b"x\n")
                 if mode == "handle_request":
@@ -240,12 +241,13 @@ def handle_error_raises(ss, mode, faithful):
                             outcome["next"] = request(server.server_address, timeout=1.0)
                         except OSError as exc:
                             outcome["next"] = type(exc).__name__
-            time.sleep(0.1)
-        outcome["excepthook"] = [t.__name__ for t in hook.types]
-    finally:
-        for sock in kept:
-            sock.close()
-        server.server_close()
+        finally:
+            for sock in kept:
+                sock.close()
+            # server_close() joins the request threads (block_on_close), so
+            # what they raised has reached threading.excepthook by then.
+            server.server_close()
+    outcome["excepthook"] = [t.__name__ for t in hook.types]
     return outcome
 
 
@@ -316,11 +318,13 @@ def test_shutdown_from_serving_thread_raises(faithful):
 def test_threading_runs_concurrent_requests_at_once():
     """A request arriving while another blocks is served at once: the pool
     never gives less concurrency than a thread per request."""
+    blocking = threading.Event()
     release = threading.Event()
 
     class Handler(rs.BaseRequestHandler):
         def handle(self):
             if self.request.recv(16) == b"block":
+                blocking.set()
                 release.wait(10)
             self.request.sendall(b"ok\n")
 
@@ -329,7 +333,7 @@ def test_threading_runs_concurrent_requests_at_once():
         try:
             with socket.create_connection(server.server_address, timeout=5) as blocked:
                 blocked.sendall(b"block")
-                time.sleep(0.2)
+                assert blocking.wait(5)
                 for _ in range(3):
                     start = time.monotonic()
                     assert request(server.server_address, b"quick", timeout=2.0) == (b"ok\n", True)
@@ -368,18 +372,6 @@ class Gate:
         return Handler
 
 
-def accept_backlog(port):
-    """Connections waiting in the kernel's accept queue of a loopback
-    listener (rx_queue of a LISTEN row in /proc/net/tcp)."""
-    with open("/proc/net/tcp") as table:
-        for row in table.readlines()[1:]:
-            fields = row.split()
-            local, state, queues = fields[1], fields[3], fields[4]
-            if state == "0A" and int(local.split(":")[1], 16) == port:
-                return int(queues.split(":")[1], 16)
-    raise LookupError(f"no listener on port {port}")
-
-
 def still_waiting(sock):
     """Connected, nothing received, not closed or reset."""
     sock.setblocking(False)
@@ -404,10 +396,10 @@ def test_max_threads_bounds_workers_and_keeps_clients_waiting(faithful):
         try:
             for _ in range(20):
                 clients.append(socket.create_connection(server.server_address, timeout=5))
-            deadline = time.monotonic() + 5
-            while gate.running < 4 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            time.sleep(0.5)  # room for a fifth handler to (wrongly) start
+            assert wait_until(lambda: gate.running == 4, 5)
+            # No event marks a handler that does not start: give a fifth
+            # the time to (wrongly) start.
+            time.sleep(0.5)
             assert gate.running == 4
             assert gate.most == 4
             assert len(server._threads) <= 4
@@ -415,7 +407,7 @@ def test_max_threads_bounds_workers_and_keeps_clients_waiting(faithful):
             assert threading.active_count() - threads_before <= 5
             assert all(still_waiting(client) for client in clients)
             # Not accepted and queued in the process: left in the kernel backlog.
-            assert accept_backlog(server.server_address[1]) == 16
+            assert tcp_queues(server.server_address[1])[1] == 16
             gate.release.set()
             for client in clients:
                 assert read_to_eof(client, 5.0) == (b"served\n", True)

@@ -23,6 +23,7 @@ from conftest import (
     recv_all,
     request,
     stream_request,
+    wait_until,
 )
 
 import socketserver_rs
@@ -481,10 +482,8 @@ def test_sys_exc_info_is_restored_after_handle_error(path, runner):
     server = runner.track(cls(("127.0.0.1", 0), Handler))
     serving = runner.start(server, poll_interval=0.01)
     assert stream_request(server.server_address, b"x") == b""
-    deadline = time.monotonic() + IO_TIMEOUT
     count = len(after)
-    while len(after) < count + 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert wait_until(lambda: len(after) >= count + 3)
     assert serving.stop()
     assert serving.errors == []
     assert after[-1] == (None, None, None)

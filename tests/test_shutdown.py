@@ -10,7 +10,15 @@ import threading
 import time
 
 import pytest
-from conftest import IO_TIMEOUT, assert_path, echo_handler, on_path, recv_all, stream_request
+from conftest import (
+    IO_TIMEOUT,
+    assert_path,
+    echo_handler,
+    on_path,
+    recv_all,
+    stream_request,
+    wait_until,
+)
 
 import socketserver_rs
 
@@ -215,8 +223,7 @@ def test_service_actions_called_while_serving(ssmod, runner):
     assert set(calls) == {serving.thread}
     before = len(calls)
     assert stream_request(server.server_address, b"x\n") == b"X\n"
-    time.sleep(0.05)
-    assert len(calls) > before
+    assert wait_until(lambda: len(calls) > before, 2)
 
 
 @pytest.mark.parametrize("name", ["TCPServer", "ThreadingTCPServer"])

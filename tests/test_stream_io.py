@@ -20,6 +20,7 @@ import pytest
 from socketserver_rs import _core
 
 BUFSIZES = [-1, 0, 1, 5, 64, 8192]
+TCP_CLOSE = 7  # tcpi_state, the first byte of TCP_INFO, once a reset arrived
 
 
 def tcp_pair():
@@ -97,7 +98,12 @@ class Twin:
         for sock in self.senders:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             sock.close()
-        time.sleep(0.01)
+        # Wait until both receivers have taken the reset.
+        deadline = time.monotonic() + 5
+        for sock in self.receivers:
+            while sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != TCP_CLOSE:
+                assert time.monotonic() < deadline, "the reset did not arrive"
+                time.sleep(0.001)
 
     def same(self, fn):
         a = outcome(fn, self.std)

@@ -16,9 +16,11 @@ from conftest import (
     recv_all,
     request,
     stream_request,
+    wait_until,
 )
 
 import socketserver_rs
+from socketserver_rs.mixins import _WorkerThread
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -39,6 +41,13 @@ def reply(handler, data):
         handler.request.sendall(data)
 
 
+def waits_for_work(worker):
+    """The worker is back in its loop, waiting for the next job: no Python
+    frame runs above the loop's (the wait itself is in the core)."""
+    frame = sys._current_frames().get(worker.ident)
+    return frame is not None and frame.f_code is _WorkerThread.run.__code__
+
+
 def test_sequential_requests_reuse_one_worker(path, runner):
     seen = []
 
@@ -52,7 +61,8 @@ def test_sequential_requests_reuse_one_worker(path, runner):
     assert_path(server, path)
     serving = runner.start(server)
     assert stream_request(server.server_address, b"1") == b"ok"
-    time.sleep(0.3)  # let the worker go back to waiting for work
+    (worker,) = server._threads
+    assert wait_until(lambda: waits_for_work(worker))
     assert stream_request(server.server_address, b"2") == b"ok"
     first, second = seen
     assert first is second
