@@ -97,11 +97,14 @@ def tcp_queues(local_port, remote_port=None):
 
 
 class Serving:
-    """A server whose serve_forever() runs in a thread."""
+    """A server whose serve_forever() runs in a thread. As a context
+    manager (for a scenario run without the runner fixture) it starts the
+    thread, and on exit stops it and closes the server."""
 
-    def __init__(self, server, poll_interval):
+    def __init__(self, server, poll_interval=0.05):
         self.server = server
         self.errors = []
+        self.returned = threading.Event()
         self.thread = threading.Thread(
             target=self._run, args=(poll_interval,), name="serve_forever", daemon=True
         )
@@ -111,6 +114,8 @@ class Serving:
             self.server.serve_forever(poll_interval=poll_interval)
         except BaseException as exc:  # noqa: B036 -- recorded for the test
             self.errors.append(exc)
+        finally:
+            self.returned.set()
 
     def stop(self, timeout=IO_TIMEOUT):
         """shutdown() the loop and wait for its thread; True if it ended."""
@@ -118,6 +123,16 @@ class Serving:
             self.server.shutdown()
         self.thread.join(timeout)
         return not self.thread.is_alive()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            assert self.stop(), "serve_forever() did not stop"
+        finally:
+            self.server.server_close()
 
 
 class Runner:
@@ -180,6 +195,29 @@ def recv_all(sock):
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
+
+
+def read_to_eof(sock, timeout=IO_TIMEOUT):
+    """(bytes read, whether the peer closed or reset) within timeout."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data, True
+            data += chunk
+    except socket.timeout:
+        return data, False
+    except ConnectionResetError:
+        return data, True
+
+
+def exchange(address, payload, timeout=IO_TIMEOUT):
+    """One TCP connection: send payload, then read_to_eof()."""
+    with socket.create_connection(address, timeout=timeout) as client:
+        client.sendall(payload)
+        return read_to_eof(client, timeout)
 
 
 def stream_request(address, data, family=socket.AF_INET, bind=None):
