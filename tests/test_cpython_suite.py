@@ -41,6 +41,8 @@ CARGO_TARGET_DIR = BUILD_DIR / "cargo-target"
 # testing an installed build.
 SOURCE_DIRS = [REPO_ROOT / "python", REPO_ROOT / "src"]
 
+pytestmark = pytest.mark.slow
+
 SUPPORTED_MINORS = range(9, 14)  # 3.9 .. 3.13
 MARKER = "@@CPYTHON_SUITE_SUMMARY@@ "
 

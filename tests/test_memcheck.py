@@ -6,9 +6,12 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from conftest import require
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow
 
 
 def test_no_memory_errors_in_the_core():
