@@ -197,6 +197,16 @@ def recv_all(sock):
         chunks.append(chunk)
 
 
+def tcp_pair(timeout=None):
+    """(client, server): the two ends of a loopback TCP connection."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    for sock in (client, server):
+        sock.settimeout(timeout)
+    return client, server
+
+
 def read_to_eof(sock, timeout=IO_TIMEOUT):
     """(bytes read, whether the peer closed or reset) within timeout."""
     sock.settimeout(timeout)

@@ -9,7 +9,7 @@ import socketserver
 import time
 
 import pytest
-from conftest import IO_TIMEOUT, stream_request
+from conftest import IO_TIMEOUT, faithful, stream_request
 
 import socketserver_rs
 
@@ -21,12 +21,9 @@ class Recorder(socketserver_rs.BaseRequestHandler):
         self.request.sendall(b"ok")
 
 
-class FaithfulServer(socketserver_rs.TCPServer):
-    def verify_request(self, request, client_address):
-        return True
-
-
-@pytest.mark.parametrize("server_class", [socketserver_rs.TCPServer, FaithfulServer])
+@pytest.mark.parametrize(
+    "server_class", [socketserver_rs.TCPServer, faithful(socketserver_rs.TCPServer)]
+)
 def test_accepted_tcp_connections_have_nodelay(server_class):
     with server_class(("127.0.0.1", 0), Recorder) as server:
         with socket.create_connection(server.server_address, timeout=5) as client:

@@ -16,18 +16,12 @@ import threading
 import time
 
 import pytest
+from conftest import tcp_pair
 
 from socketserver_rs import _core
 
 BUFSIZES = [-1, 0, 1, 5, 64, 8192]
 TCP_CLOSE = 7  # tcpi_state, the first byte of TCP_INFO, once a reset arrived
-
-
-def tcp_pair():
-    with socket.create_server(("127.0.0.1", 0)) as srv:
-        client = socket.create_connection(srv.getsockname())
-        server, _ = srv.accept()
-    return client, server
 
 
 def make_pair(kind):
