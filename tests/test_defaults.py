@@ -2,12 +2,14 @@
 README's table): TCP_NODELAY on accepted connections and the listen
 backlog; the class attributes themselves keep the standard values."""
 
+import queue
 import select
 import socket
 import socketserver
 import time
 
 import pytest
+from conftest import IO_TIMEOUT, faithful, stream_request
 
 import socketserver_rs
 
@@ -19,12 +21,9 @@ class Recorder(socketserver_rs.BaseRequestHandler):
         self.request.sendall(b"ok")
 
 
-class FaithfulServer(socketserver_rs.TCPServer):
-    def verify_request(self, request, client_address):
-        return True
-
-
-@pytest.mark.parametrize("server_class", [socketserver_rs.TCPServer, FaithfulServer])
+@pytest.mark.parametrize(
+    "server_class", [socketserver_rs.TCPServer, faithful(socketserver_rs.TCPServer)]
+)
 def test_accepted_tcp_connections_have_nodelay(server_class):
     with server_class(("127.0.0.1", 0), Recorder) as server:
         with socket.create_connection(server.server_address, timeout=5) as client:
@@ -32,6 +31,37 @@ def test_accepted_tcp_connections_have_nodelay(server_class):
             assert client.recv(2) == b"ok"
         assert server.nodelay != 0
     assert socketserver_rs.StreamRequestHandler.disable_nagle_algorithm is False
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+@pytest.mark.parametrize("name", ["TCPServer", "ThreadingTCPServer"])
+def test_nodelay_while_serving_forever(name, family, variant, runner):
+    """handle_request() always runs the hooks; serve_forever() takes the
+    fast path when no hook is overridden. Connections have TCP_NODELAY on
+    both of our paths and, as ever, not on the standard module."""
+    seen = queue.Queue()
+
+    class Handler(variant.mod.BaseRequestHandler):
+        def handle(self):
+            seen.put(self.request.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            self.request.sendall(b"ok")
+
+    base = getattr(variant.mod, name)
+    host = "127.0.0.1"
+    if family == "ipv6":
+        base = type(name + "6", (base,), {"address_family": socket.AF_INET6})
+        host = "::1"
+    cls = variant.server_class(base)
+    server = runner.track(cls((host, 0), Handler))
+    variant.check_path(server)
+    runner.start(server)
+    for _ in range(2):
+        assert stream_request(server.server_address, b"", server.address_family) == b"ok"
+        nodelay = seen.get(timeout=IO_TIMEOUT)
+        if variant.mod is socketserver:
+            assert nodelay == 0
+        else:
+            assert nodelay != 0
 
 
 def completed_connects(server, count=64, wait=0.5):

@@ -6,11 +6,18 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+from conftest import require
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow
 
 
 def test_no_memory_errors_in_the_core():
-    assert shutil.which("valgrind"), "valgrind is required (Debian: apt-get install valgrind)"
+    require(
+        shutil.which("valgrind"), "valgrind is not installed (Debian: apt-get install -y valgrind)"
+    )
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "memcheck.py")],
         capture_output=True,

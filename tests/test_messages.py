@@ -15,13 +15,13 @@ import threading
 import time
 
 import pytest
+from conftest import IO_TIMEOUT, tcp_pair, tcp_queues, wait_until
 
 import socketserver_rs
 from socketserver_rs import _core
 from socketserver_rs.handlers import _SocketWriter
 from socketserver_rs.messages import DEFAULT_MAX_MESSAGE_SIZE
 
-IO_TIMEOUT = 10.0
 MiB = 1024 * 1024
 SIZES = [0, 1, 4096, 5 * MiB]
 
@@ -56,15 +56,6 @@ def recv_frame(sock):
 def rss():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize()
-
-
-def tcp_pair():
-    with socket.create_server(("127.0.0.1", 0)) as srv:
-        client = socket.create_connection(srv.getsockname())
-        server, _ = srv.accept()
-    for sock in (client, server):
-        sock.settimeout(IO_TIMEOUT)
-    return client, server
 
 
 class SocketSubclass(socket.socket):
@@ -278,14 +269,20 @@ def test_a_4_gib_length_is_refused_without_allocating(serve):
     assert rss() - before < 64 * MiB
 
 
+def server_has_read(client):
+    """Everything the client sent reached the server and was read there."""
+    port, server_port = client.getsockname()[1], client.getpeername()[1]
+    return tcp_queues(port, server_port)[0] == 0 and tcp_queues(server_port, port)[1] == 0
+
+
 def test_memory_follows_the_bytes_received_not_the_length_claimed(serve):
     server = serve(max_message_size=1024 * MiB)
     with connect(server) as client:
         client.sendall(struct.pack(">I", 512 * MiB) + b"x" * 100)
-        time.sleep(0.2)
+        assert wait_until(lambda: server_has_read(client))
         before = rss()
         client.sendall(b"y" * 1000)
-        time.sleep(0.2)
+        assert wait_until(lambda: server_has_read(client))
         assert rss() - before < 64 * MiB
         client.shutdown(socket.SHUT_WR)
         err = server.errors.get(timeout=IO_TIMEOUT)
@@ -365,7 +362,7 @@ def test_the_handler_requires_handle_message(runner):
 def pair(request):
     """A connected pair; the receiving end is a socket subclass for the
     Python path."""
-    a, b = tcp_pair()
+    a, b = tcp_pair(IO_TIMEOUT)
     if request.param == "python":
         b = as_subclass(b)
         a = as_subclass(a)
@@ -566,7 +563,7 @@ def test_write_message_honours_buffering(files, bufsize):
 
 
 def test_core_write_message_big_with_pending_bytes():
-    a, b = tcp_pair()
+    a, b = tcp_pair(IO_TIMEOUT)
     with a, b:
         payload = payload_of(3 * MiB)
         wfile = _core.SocketWriter(a, 8192)

@@ -10,7 +10,15 @@ import threading
 import time
 
 import pytest
-from conftest import IO_TIMEOUT, assert_path, echo_handler, on_path, recv_all, stream_request
+from conftest import (
+    IO_TIMEOUT,
+    assert_path,
+    echo_handler,
+    on_path,
+    recv_all,
+    stream_request,
+    wait_until,
+)
 
 import socketserver_rs
 
@@ -58,6 +66,7 @@ def test_shutdown_without_a_loop_returns_at_once_and_is_kept(runner):
 
 def test_shutdown_from_a_worker_thread_handler(variant, runner):
     returned = threading.Event()
+    errors = []
 
     class Handler(variant.mod.BaseRequestHandler):
         def handle(self):
@@ -66,15 +75,25 @@ def test_shutdown_from_a_worker_thread_handler(variant, runner):
             returned.set()
             self.request.sendall(b"stopped")
 
-    cls = variant.server_class("ThreadingTCPServer")
+    class Server(variant.mod.ThreadingTCPServer):
+        def handle_error(self, request, client_address):
+            errors.append(sys.exc_info()[1])
+
+    cls = variant.server_class(Server)
     server = runner.track(cls(("127.0.0.1", 0), Handler))
     variant.check_path(server)
     serving = runner.start(server, poll_interval=0.5)
+    start = time.monotonic()
     assert stream_request(server.server_address, b"stop") == b"stopped"
     assert returned.is_set()
     serving.thread.join(IO_TIMEOUT)
+    elapsed = time.monotonic() - start
     assert not serving.thread.is_alive()
     assert serving.errors == []
+    assert errors == []
+    if variant.path is not None:
+        # Not after a poll_interval, as the standard module: at once.
+        assert elapsed < 0.4
 
 
 def test_shutdown_from_a_sync_handler_raises_and_server_goes_on(path, runner):
@@ -96,15 +115,23 @@ def test_shutdown_from_a_sync_handler_raises_and_server_goes_on(path, runner):
     serving = runner.start(server)
     assert stream_request(server.server_address, b"stop") == b""
     assert len(errors) == 1 and type(errors[0]) is RuntimeError
+    assert "shutdown()" in str(errors[0]) and "serve_forever()" in str(errors[0])
     assert server._BaseServer__shutdown_request is False
     assert stream_request(server.server_address, b"hello") == b"ok"
     assert serving.thread.is_alive()
     assert len(errors) == 1
+    assert serving.stop()
+    assert serving.errors == []
 
 
 SIGINT_SCRIPT = r"""
 import os, signal, sys, threading, time
 import socketserver_rs
+
+# Started with SIGINT ignored (pytest run under nohup or as a background job),
+# the interpreter keeps it ignored and installs no KeyboardInterrupt handler:
+# install it, as an interactive start would.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 name, entry = sys.argv[1], sys.argv[2]
 server = getattr(socketserver_rs, name)(("127.0.0.1", 0), socketserver_rs.BaseRequestHandler)
@@ -210,8 +237,7 @@ def test_service_actions_called_while_serving(ssmod, runner):
     assert set(calls) == {serving.thread}
     before = len(calls)
     assert stream_request(server.server_address, b"x\n") == b"X\n"
-    time.sleep(0.05)
-    assert len(calls) > before
+    assert wait_until(lambda: len(calls) > before, 2)
 
 
 @pytest.mark.parametrize("name", ["TCPServer", "ThreadingTCPServer"])

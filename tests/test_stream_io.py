@@ -16,17 +16,12 @@ import threading
 import time
 
 import pytest
+from conftest import tcp_pair
 
 from socketserver_rs import _core
 
 BUFSIZES = [-1, 0, 1, 5, 64, 8192]
-
-
-def tcp_pair():
-    with socket.create_server(("127.0.0.1", 0)) as srv:
-        client = socket.create_connection(srv.getsockname())
-        server, _ = srv.accept()
-    return client, server
+TCP_CLOSE = 7  # tcpi_state, the first byte of TCP_INFO, once a reset arrived
 
 
 def make_pair(kind):
@@ -97,7 +92,12 @@ class Twin:
         for sock in self.senders:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             sock.close()
-        time.sleep(0.01)
+        # Wait until both receivers have taken the reset.
+        deadline = time.monotonic() + 5
+        for sock in self.receivers:
+            while sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != TCP_CLOSE:
+                assert time.monotonic() < deadline, "the reset did not arrive"
+                time.sleep(0.001)
 
     def same(self, fn):
         a = outcome(fn, self.std)
@@ -779,12 +779,26 @@ def test_write_timeout(bufsize):
         assert time.monotonic() - start < 3
 
 
-def test_unbuffered_writer_is_not_buffered_io(wpair):
-    # The package registers the class with io.BufferedIOBase, not the core.
-    w = _core.SocketWriter(wpair[0], 0)
-    assert isinstance(w, _core.SocketWriter)
-    assert not isinstance(w, io.TextIOBase)
-    w.close()
+IO_CLASSES = (io.IOBase, io.RawIOBase, io.BufferedIOBase, io.TextIOBase)
+
+
+@pytest.mark.parametrize("bufsize", [0, -1])
+def test_writer_io_classes_equal_stdlib(bufsize):
+    # The standard module's wfile is an io.BufferedIOBase either way (its
+    # _SocketWriter unbuffered, a BufferedWriter else), never a text file.
+    # The package registers the core's class likewise.
+    with writer_twins(bufsize) as (std, rs, _, _):
+        assert isinstance(rs, io.BufferedIOBase)
+        assert [isinstance(rs, c) for c in IO_CLASSES] == [isinstance(std, c) for c in IO_CLASSES]
+
+
+def test_reader_io_classes_equal_stdlib(twins):
+    # rfile at the default rbufsize: a BufferedReader in the standard module.
+    twin = twins(-1)
+    assert isinstance(twin.rs, io.BufferedIOBase)
+    assert [isinstance(twin.rs, c) for c in IO_CLASSES] == [
+        isinstance(twin.std, c) for c in IO_CLASSES
+    ]
 
 
 @pytest.mark.parametrize("bufsize", [-1, 0])

@@ -1,6 +1,8 @@
 """ThreadingMixIn on the worker pool: reuse, concurrency, daemon threads,
-block_on_close and exceptions escaping a request."""
+block_on_close, exceptions escaping a request, max_threads with clients
+left waiting in the backlog, idle workers and clients dropped."""
 
+import queue
 import socket
 import sys
 import threading
@@ -9,16 +11,22 @@ import time
 import pytest
 from conftest import (
     IO_TIMEOUT,
+    Serving,
     address_for,
     assert_path,
+    exchange,
     is_stream,
     on_path,
+    read_to_eof,
     recv_all,
     request,
     stream_request,
+    tcp_queues,
+    wait_until,
 )
 
 import socketserver_rs
+from socketserver_rs.mixins import _WorkerThread
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -39,6 +47,13 @@ def reply(handler, data):
         handler.request.sendall(data)
 
 
+def waits_for_work(worker):
+    """The worker is back in its loop, waiting for the next job: no Python
+    frame runs above the loop's (the wait itself is in the core)."""
+    frame = sys._current_frames().get(worker.ident)
+    return frame is not None and frame.f_code is _WorkerThread.run.__code__
+
+
 def test_sequential_requests_reuse_one_worker(path, runner):
     seen = []
 
@@ -52,7 +67,8 @@ def test_sequential_requests_reuse_one_worker(path, runner):
     assert_path(server, path)
     serving = runner.start(server)
     assert stream_request(server.server_address, b"1") == b"ok"
-    time.sleep(0.3)  # let the worker go back to waiting for work
+    (worker,) = server._threads
+    assert wait_until(lambda: waits_for_work(worker))
     assert stream_request(server.server_address, b"2") == b"ok"
     first, second = seen
     assert first is second
@@ -329,6 +345,148 @@ def test_idle_workers_retire_after_idle_thread_timeout(runner):
     assert stream_request(server.server_address, b"again") == b"again"
     (new_worker,) = server._threads
     assert new_worker is not worker
+
+
+def recording_server(handler, path="fast", **attrs):
+    """A ThreadingTCPServer (with class attributes `attrs`) on `path` whose
+    handle_error() puts (client_address, exception) on server.errors."""
+
+    def handle_error(self, request, client_address):
+        self.errors.put((client_address, sys.exc_info()[1]))
+
+    namespace = {"handle_error": handle_error, **attrs}
+    cls = type("Server", (socketserver_rs.ThreadingTCPServer,), namespace)
+    server = on_path(cls, path)(("127.0.0.1", 0), handler)
+    assert_path(server, path)
+    server.errors = queue.Queue()
+    return server
+
+
+def test_threading_runs_concurrent_requests_at_once():
+    """A request arriving while another blocks is served at once: the pool
+    never gives less concurrency than a thread per request."""
+    blocking = threading.Event()
+    release = threading.Event()
+
+    class Handler(socketserver_rs.BaseRequestHandler):
+        def handle(self):
+            if self.request.recv(16) == b"block":
+                blocking.set()
+                release.wait(10)
+            self.request.sendall(b"ok\n")
+
+    server = recording_server(Handler)
+    with Serving(server):
+        try:
+            with socket.create_connection(server.server_address, timeout=5) as blocked:
+                blocked.sendall(b"block")
+                assert blocking.wait(5)
+                for _ in range(3):
+                    start = time.monotonic()
+                    assert exchange(server.server_address, b"quick", 2.0) == (b"ok\n", True)
+                    assert time.monotonic() - start < 1.0
+        finally:
+            release.set()
+    assert server.errors.empty()
+
+
+class Gate:
+    """Counts the handlers running at once; they block until released."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most = 0
+        self.served = 0
+        self.release = threading.Event()
+
+    def handler(self):
+        gate = self
+
+        class Handler(socketserver_rs.BaseRequestHandler):
+            def handle(self):
+                with gate.lock:
+                    gate.running += 1
+                    gate.most = max(gate.most, gate.running)
+                try:
+                    gate.release.wait(10)
+                    self.request.sendall(b"served\n")
+                finally:
+                    with gate.lock:
+                        gate.running -= 1
+                        gate.served += 1
+
+        return Handler
+
+
+def still_waiting(sock):
+    """Connected, nothing received, not closed or reset."""
+    sock.setblocking(False)
+    try:
+        sock.recv(1)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.setblocking(True)
+    return False
+
+
+def test_max_threads_bounds_workers_and_keeps_clients_waiting(path):
+    gate = Gate()
+    server = recording_server(gate.handler(), path, max_threads=4)
+    threads_before = threading.active_count()
+    clients = []
+    with Serving(server):
+        try:
+            for _ in range(20):
+                clients.append(socket.create_connection(server.server_address, timeout=5))
+            assert wait_until(lambda: gate.running == 4, 5)
+            # No event marks a handler that does not start: give a fifth
+            # the time to (wrongly) start.
+            time.sleep(0.5)
+            assert gate.running == 4
+            assert gate.most == 4
+            assert len(server._threads) <= 4
+            # the serving thread and at most four workers
+            assert threading.active_count() - threads_before <= 5
+            assert all(still_waiting(client) for client in clients)
+            # Not accepted and queued in the process: left in the kernel backlog.
+            assert tcp_queues(server.server_address[1])[1] == 16
+            gate.release.set()
+            for client in clients:
+                assert read_to_eof(client, 5.0) == (b"served\n", True)
+            assert gate.most == 4
+            assert gate.served == 20
+        finally:
+            gate.release.set()
+            for client in clients:
+                client.close()
+    assert server.errors.empty()
+
+
+def test_idle_client_is_dropped_after_handler_timeout(path):
+    class Handler(socketserver_rs.StreamRequestHandler):
+        timeout = 0.3
+
+        def handle(self):
+            self.wfile.write(self.rfile.readline())
+
+    server = recording_server(Handler, path, max_threads=1)
+    with Serving(server):
+        with socket.create_connection(server.server_address, timeout=5) as idle:
+            start = time.monotonic()
+            assert read_to_eof(idle, 5.0) == (b"", True)
+            elapsed = time.monotonic() - start
+        assert 0.25 <= elapsed < 2.0
+        client_address, exc = server.errors.get(timeout=5)
+        assert isinstance(exc, socket.timeout)
+        # The only worker is free again.
+        start = time.monotonic()
+        assert exchange(server.server_address, b"hi\n", 2.0) == (b"hi\n", True)
+        assert time.monotonic() - start < 1.0
+    assert server.errors.empty()
 
 
 @pytest.mark.parametrize(
