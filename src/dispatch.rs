@@ -8,11 +8,13 @@ use std::os::fd::RawFd;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
+use socket2::Domain;
 
 use crate::detach::detach;
 use crate::listener::{accept, address_to_py, recv_from, wrap_socket};
 use crate::pool::WorkerPool;
-use crate::serve::{readable_now, ServeLoop};
+use crate::serve::ServeLoop;
+use crate::sys::readable_now;
 
 /// Most requests queued per readiness.
 const BATCH: usize = 64;
@@ -75,8 +77,8 @@ impl FastPath {
             ],
         )?
         .unbind();
-        let family: i32 = socket.getattr(intern!(py, "family"))?.extract()?;
-        let nodelay = family == libc::AF_INET || family == libc::AF_INET6;
+        let family = Domain::from(socket.getattr(intern!(py, "family"))?.extract::<i32>()?);
+        let nodelay = family == Domain::IPV4 || family == Domain::IPV6;
         let arrival = if stream {
             Arrival::Stream { nodelay }
         } else {

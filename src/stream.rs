@@ -27,6 +27,7 @@ use pyo3::types::{PyBytes, PyList};
 use crate::errors::{os_error, socket_timeout};
 use crate::readbuf::ReadBuf;
 use crate::socket_file::{socket_file_methods, CLOSED_FILE};
+use crate::sys::{self, Interest};
 
 /// `io.DEFAULT_BUFFER_SIZE`.
 const DEFAULT_BUFFER_SIZE: usize = 8192;
@@ -78,22 +79,17 @@ fn sys_send(fd: RawFd, buf: RawPtr, len: usize, flags: c_int) -> Step {
     step_of(ret)
 }
 
-/// Waits for `events`; `Done(0)` when the time ran out.
-fn sys_poll(fd: RawFd, events: libc::c_short, timeout_ms: c_int) -> Step {
-    let mut pfd = libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    let ret = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-    step_of(ret as isize)
-}
-
-/// Milliseconds for poll(2), rounded up so the wait never ends early.
-fn poll_ms(left: Duration) -> c_int {
-    let ms = left.as_nanos().div_ceil(1_000_000);
-    c_int::try_from(ms).unwrap_or(c_int::MAX)
+/// Waits until `fd` is ready for `interest` or `timeout` passes (`None`:
+/// no limit); `Done(0)` when the time ran out.
+fn wait_ready(fd: RawFd, interest: Interest, timeout: Option<Duration>) -> Step {
+    match sys::poll([(fd, interest)], timeout) {
+        Ok([ready]) => Step::Done(usize::from(!ready.is_empty())),
+        Err(err) => match err.kind() {
+            io::ErrorKind::Interrupted => Step::Intr,
+            io::ErrorKind::WouldBlock => Step::Again,
+            _ => Step::Fail(err),
+        },
+    }
 }
 
 /// How an operation that would block waits: learnt from `sock.gettimeout()`
@@ -140,7 +136,7 @@ fn do_io<F>(
     py: Python<'_>,
     sock: &Bound<'_, PyAny>,
     fd: RawFd,
-    events: libc::c_short,
+    interest: Interest,
     wait: &mut Wait,
     op: F,
 ) -> Result<Option<usize>, IoFail>
@@ -159,7 +155,7 @@ where
             Wait::NonBlocking => op(libc::MSG_DONTWAIT),
             Wait::Forever => match op(0) {
                 // Only when the descriptor itself is non-blocking.
-                Step::Again => match sys_poll(fd, events, -1) {
+                Step::Again => match wait_ready(fd, interest, None) {
                     Step::Done(_) => Step::Again,
                     other => other,
                 },
@@ -170,7 +166,7 @@ where
                 if left.is_zero() {
                     return Step::TimedOut;
                 }
-                match sys_poll(fd, events, poll_ms(left)) {
+                match wait_ready(fd, interest, Some(left)) {
                     Step::Done(0) => continue,
                     Step::Done(_) => match op(libc::MSG_DONTWAIT) {
                         Step::Again => continue,
@@ -239,7 +235,7 @@ fn send_once(
     let ptr = RawPtr(data.as_ptr().cast_mut());
     let len = data.len();
     let mut wait = Wait::Unknown;
-    match do_io(py, sock, fd, libc::POLLOUT, &mut wait, move |flags| {
+    match do_io(py, sock, fd, Interest::Writable, &mut wait, move |flags| {
         sys_send(fd, ptr, len, flags)
     }) {
         Ok(n) => Ok(n),
@@ -264,7 +260,7 @@ fn send_all(py: Python<'_>, sock: &Bound<'_, PyAny>, fd: RawFd, data: &[u8]) -> 
         }
         let ptr = RawPtr(rest.as_ptr().cast_mut());
         let len = rest.len();
-        match do_io(py, sock, fd, libc::POLLOUT, &mut wait, move |flags| {
+        match do_io(py, sock, fd, Interest::Writable, &mut wait, move |flags| {
             sys_send(fd, ptr, len, flags)
         }) {
             Ok(Some(n)) => {
@@ -345,7 +341,7 @@ fn send_parts_once(
 ) -> PyResult<Option<usize>> {
     let parts = Parts::after(slices, 0);
     let mut wait = Wait::Unknown;
-    match do_io(py, sock, fd, libc::POLLOUT, &mut wait, move |flags| {
+    match do_io(py, sock, fd, Interest::Writable, &mut wait, move |flags| {
         sys_sendmsg(fd, &parts, flags)
     }) {
         Ok(n) => Ok(n),
@@ -368,7 +364,7 @@ fn send_all_parts(
     let mut sent = 0;
     while sent < total {
         let parts = Parts::after(slices, sent);
-        match do_io(py, sock, fd, libc::POLLOUT, &mut wait, move |flags| {
+        match do_io(py, sock, fd, Interest::Writable, &mut wait, move |flags| {
             sys_sendmsg(fd, &parts, flags)
         }) {
             Ok(Some(n)) => {
@@ -626,9 +622,14 @@ impl<'py> Rd<'_, 'py> {
         let fd = self.fd;
         let ptr = RawPtr(ptr);
         let mut wait = Wait::Unknown;
-        match do_io(self.py, &sock, fd, libc::POLLIN, &mut wait, move |fl| {
-            sys_recv(fd, ptr, len, fl | flags)
-        }) {
+        match do_io(
+            self.py,
+            &sock,
+            fd,
+            Interest::Readable,
+            &mut wait,
+            move |fl| sys_recv(fd, ptr, len, fl | flags),
+        ) {
             Ok(n) => Ok(n),
             Err(IoFail::Timeout) => {
                 self.st.timed_out = true;
