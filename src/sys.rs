@@ -1,13 +1,23 @@
-//! The one place that calls the C library for I/O: `poll` on descriptors
-//! that Python owns, and the errno values the rest of the crate tells apart.  Everything above this module speaks `io::Result`,
+//! The one place that calls the C library for I/O: `poll`, `recv` and
+//! `sendmsg` on descriptors that Python owns, and the errno values the rest
+//! of the crate tells apart.  Everything above this module speaks `io::Result`,
 //! slices and `Duration`s; what is platform-specific stays here.
 
-use std::io;
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::os::raw::{c_int, c_short};
 use std::os::unix::io::RawFd;
 use std::time::Duration;
 
-pub use libc::EBADF;
+pub use libc::{EAGAIN, EBADF};
+
+/// Flags of a receive or a send.
+pub type MsgFlags = c_int;
+
+/// Return what a receive would, leaving it in the socket.
+pub const MSG_PEEK: MsgFlags = libc::MSG_PEEK;
+/// Do not block, whatever the descriptor's own mode.
+pub const MSG_DONTWAIT: MsgFlags = libc::MSG_DONTWAIT;
 
 /// Errors accept() returns when descriptors or memory run out, which the
 /// listener stays readable through.
@@ -93,6 +103,39 @@ pub fn readable_now(fd: RawFd) -> bool {
     )
 }
 
+fn result_of(ret: isize) -> io::Result<usize> {
+    usize::try_from(ret).map_err(|_| io::Error::last_os_error())
+}
+
+/// One recv(2) into `buf`: how many bytes arrived (0 at end of stream).
+/// The first that many bytes of `buf` are then initialised.
+pub fn recv(fd: RawFd, buf: &mut [MaybeUninit<u8>], flags: MsgFlags) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole
+    // call, and recv(2) writes nothing beyond that length.
+    let ret = unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            flags | libc::MSG_NOSIGNAL,
+        )
+    };
+    result_of(ret).map(|n| n.min(buf.len()))
+}
+
+/// One sendmsg(2) of `bufs` gathered, without SIGPIPE: how many bytes left.
+pub fn send_vectored(fd: RawFd, bufs: &[IoSlice<'_>], flags: MsgFlags) -> io::Result<usize> {
+    // SAFETY: an all-zero msghdr is a valid one (no address, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // IoSlice is guaranteed to be ABI-compatible with iovec on Unix.
+    msg.msg_iov = bufs.as_ptr().cast_mut().cast();
+    msg.msg_iovlen = bufs.len() as _;
+    // SAFETY: every iovec points to bytes borrowed for the whole call, which
+    // sendmsg(2) only reads.
+    let ret = unsafe { libc::sendmsg(fd, &msg, flags | libc::MSG_NOSIGNAL) };
+    result_of(ret)
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::fd::AsRawFd;
@@ -141,6 +184,36 @@ mod tests {
         let [x, y] = poll(fds, Some(Duration::from_millis(30))).unwrap();
         assert!(x.is_empty() && y.is_empty());
         assert!(started.elapsed() >= Duration::from_millis(25));
+    }
+
+    #[test]
+    fn recv_and_send_vectored_move_bytes() {
+        let (a, b) = Socket::pair(Domain::UNIX, Type::STREAM, None).unwrap();
+        let parts = [
+            IoSlice::new(b"head"),
+            IoSlice::new(b""),
+            IoSlice::new(b"body"),
+        ];
+        assert_eq!(send_vectored(a.as_raw_fd(), &parts, 0).unwrap(), 8);
+        let mut buf = [MaybeUninit::<u8>::uninit(); 16];
+        let peeked = recv(b.as_raw_fd(), &mut buf, MSG_PEEK).unwrap();
+        assert_eq!(peeked, 8);
+        let got = recv(b.as_raw_fd(), &mut buf[..5], 0).unwrap();
+        assert_eq!(got, 5);
+        let err = recv(b.as_raw_fd(), &mut buf[..0], MSG_DONTWAIT);
+        assert_eq!(err.unwrap(), 0);
+        drop(a);
+        let mut rest = [MaybeUninit::<u8>::uninit(); 16];
+        assert_eq!(recv(b.as_raw_fd(), &mut rest, 0).unwrap(), 3);
+        assert_eq!(recv(b.as_raw_fd(), &mut rest, 0).unwrap(), 0);
+    }
+
+    #[test]
+    fn recv_would_block_without_data() {
+        let (_a, b) = Socket::pair(Domain::UNIX, Type::STREAM, None).unwrap();
+        let mut buf = [MaybeUninit::<u8>::uninit(); 4];
+        let err = recv(b.as_raw_fd(), &mut buf, MSG_DONTWAIT).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
     }
 
     #[test]

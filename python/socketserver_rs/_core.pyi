@@ -149,9 +149,10 @@ class SocketReader(_SocketFile):
     def readline(self, size: Optional[int] = None) -> bytes: ...
     def readlines(self, hint: Optional[int] = None) -> list[bytes]: ...
     def peek(self, size: int = 0) -> bytes: ...
-    def read_message(self, max_size: int = 16777216) -> Optional[bytes]:
+    def read_message(self, max_size: int = ...) -> Optional[bytes]:
         """One length-prefixed message (4-byte big-endian length, then the
         payload), or None when the peer closed before its first byte.
+        max_size defaults to DEFAULT_MAX_MESSAGE_SIZE.
         EOFError when the peer closed in the middle of it; ValueError,
         without reading the payload, when the length exceeds max_size."""
     def __iter__(self) -> Iterator[bytes]: ...
@@ -181,6 +182,7 @@ def send_message(sock: Any, data: Any) -> int:
     """Send data over a connected stream socket as one length-prefixed
     message; returns the payload length."""
 
-def recv_message(sock: Any, max_size: int = 16777216) -> Optional[bytes]:
+def recv_message(sock: Any, max_size: int = ...) -> Optional[bytes]:
     """Receive one length-prefixed message from a connected stream socket
-    (None at a clean EOF), reading no byte past it."""
+    (None at a clean EOF), reading no byte past it; max_size defaults to
+    DEFAULT_MAX_MESSAGE_SIZE."""
