@@ -14,6 +14,13 @@ __all__ = [
     "SocketWriter",
     "send_message",
     "recv_message",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "MESSAGE_HEADER_SIZE",
+    "encode_header",
+    "decode_header",
+    "check_max_size",
+    "body_read_size",
+    "truncated_body",
 ]
 __version__: str
 
@@ -186,3 +193,30 @@ def recv_message(sock: Any, max_size: int = ...) -> Optional[bytes]:
     """Receive one length-prefixed message from a connected stream socket
     (None at a clean EOF), reading no byte past it; max_size defaults to
     DEFAULT_MAX_MESSAGE_SIZE."""
+
+# The message format without I/O (src/stream/codec.rs), for the Python
+# fallback in messages.py.
+
+DEFAULT_MAX_MESSAGE_SIZE: int
+"""The longest payload accepted unless the caller says otherwise (16 MiB)."""
+MESSAGE_HEADER_SIZE: int
+"""Bytes in a message header (4: a big-endian unsigned payload length)."""
+
+def encode_header(length: int) -> bytes:
+    """The header of a payload of length bytes; ValueError when that does
+    not fit in 4 bytes."""
+
+def decode_header(header: bytes, max_size: int) -> int:
+    """The payload length a header announces. EOFError when it is shorter
+    than 4 bytes (the peer closed in its middle); ValueError when the
+    length exceeds max_size or max_size is negative."""
+
+def check_max_size(max_size: int) -> None:
+    """ValueError when max_size is negative."""
+
+def body_read_size(received: int, length: int) -> int:
+    """How many bytes to read next of a payload of length bytes, once
+    received of them have arrived."""
+
+def truncated_body(received: int, length: int) -> EOFError:
+    """The EOFError for a payload cut short after received of length bytes."""

@@ -1,12 +1,15 @@
 //! The length-prefixed message format, without any I/O: a message is a
 //! 4-byte big-endian payload length, then the payload.  This file holds
 //! every rule of it: the header, the size limit and its default, how a body
-//! is read in steps, and the error texts.
+//! is read in steps, and the error texts.  The Rust transport and the Python
+//! fallback in `messages.py` (through the functions at the end) both use it,
+//! and only move bytes themselves.
 
 use std::fmt;
 
 use pyo3::exceptions::{PyEOFError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 
 /// Bytes in a message header.
 pub const HEADER_LEN: usize = 4;
@@ -116,6 +119,64 @@ pub fn decode_header(header: &[u8], max_size: usize) -> Result<usize, FrameError
 /// How many bytes of a `len`-byte body to read next, `got` having arrived.
 pub fn body_step(got: usize, len: usize) -> usize {
     len.saturating_sub(got).min(got.max(BODY_STEP))
+}
+
+// ---------------------------------------------------------------------------
+// The same rules for the Python fallback
+// ---------------------------------------------------------------------------
+
+/// The header (4 bytes) of a payload of `length` bytes; ValueError when
+/// that does not fit in 4 bytes.
+#[pyfunction(name = "encode_header")]
+fn py_encode_header(py: Python<'_>, length: u64) -> PyResult<Bound<'_, PyBytes>> {
+    let header = encode_header(usize::try_from(length).unwrap_or(usize::MAX))?;
+    Ok(PyBytes::new(py, &header))
+}
+
+/// The payload length a header announces.  EOFError when it is shorter
+/// than 4 bytes (the peer closed in its middle); ValueError when the
+/// length exceeds max_size or max_size is negative.
+#[pyfunction(name = "decode_header")]
+fn py_decode_header(header: &[u8], max_size: i64) -> PyResult<usize> {
+    Ok(decode_header(header, max_size_arg(max_size)?)?)
+}
+
+/// ValueError when max_size is negative.
+#[pyfunction]
+fn check_max_size(max_size: i64) -> PyResult<()> {
+    max_size_arg(max_size)?;
+    Ok(())
+}
+
+/// How many bytes to read next of a payload of length bytes, once received
+/// of them have arrived: steps that start at 64 KiB and double, so memory
+/// follows what the peer sent rather than the length it claimed.
+#[pyfunction]
+fn body_read_size(received: usize, length: usize) -> usize {
+    body_step(received, length)
+}
+
+/// The EOFError for a payload cut short after received of length bytes.
+#[pyfunction]
+fn truncated_body(py: Python<'_>, received: usize, length: usize) -> Bound<'_, PyAny> {
+    PyErr::from(FrameError::TruncatedBody {
+        got: received,
+        len: length,
+    })
+    .into_value(py)
+    .into_bound(py)
+    .into_any()
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("DEFAULT_MAX_MESSAGE_SIZE", DEFAULT_MAX_SIZE)?;
+    m.add("MESSAGE_HEADER_SIZE", HEADER_LEN)?;
+    m.add_function(wrap_pyfunction!(py_encode_header, m)?)?;
+    m.add_function(wrap_pyfunction!(py_decode_header, m)?)?;
+    m.add_function(wrap_pyfunction!(check_max_size, m)?)?;
+    m.add_function(wrap_pyfunction!(body_read_size, m)?)?;
+    m.add_function(wrap_pyfunction!(truncated_body, m)?)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -150,5 +150,5 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<writer::SocketWriter>()?;
     m.add_function(wrap_pyfunction!(send_message, m)?)?;
     m.add_function(wrap_pyfunction!(recv_message, m)?)?;
-    Ok(())
+    codec::register(m)
 }
