@@ -1,13 +1,20 @@
-//! The one place that calls the C library for I/O: `poll`, `recv` and
-//! `sendmsg` on descriptors that Python owns, and the errno values the rest
-//! of the crate tells apart.  Everything above this module speaks `io::Result`,
-//! slices and `Duration`s; what is platform-specific stays here.
+//! The one place that calls the C library: `poll`, `recv` and `sendmsg` on
+//! descriptors that Python owns, the parts of a socket address that socket2
+//! does not give (an IPv6 host with its scope, an AF_UNIX path as the kernel
+//! wrote it), the two questions `detach` asks of the process, and the errno
+//! values the rest of the crate tells apart.  Everything above this module
+//! speaks `io::Result`, slices and `Duration`s; what is platform-specific
+//! stays here.
 
+use std::ffi::{c_void, CStr};
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::os::raw::{c_int, c_short};
 use std::os::unix::io::RawFd;
+use std::ptr::NonNull;
 use std::time::Duration;
+
+use socket2::SockAddr;
 
 pub use libc::{EAGAIN, EBADF};
 
@@ -136,6 +143,74 @@ pub fn send_vectored(fd: RawFd, bufs: &[IoSlice<'_>], flags: MsgFlags) -> io::Re
     result_of(ret)
 }
 
+/// The host of an IPv6 address as Python's `makeipaddr` gives it:
+/// getnameinfo(NI_NUMERICHOST), which also appends `%scope` to a link-local
+/// address.  `Err` holds getnameinfo's own error code.
+pub fn numeric_host(address: &SockAddr) -> Result<String, c_int> {
+    let mut text = [0 as libc::c_char; 64];
+    // SAFETY: a valid sockaddr of the stated length and an output buffer of
+    // the stated size.
+    let rc = unsafe {
+        libc::getnameinfo(
+            address.as_ptr().cast(),
+            address.len(),
+            text.as_mut_ptr(),
+            text.len() as libc::socklen_t,
+            std::ptr::null_mut(),
+            0,
+            libc::NI_NUMERICHOST,
+        )
+    };
+    if rc != 0 {
+        return Err(rc);
+    }
+    // SAFETY: getnameinfo NUL-terminates its output on success.
+    Ok(unsafe { CStr::from_ptr(text.as_ptr()) }
+        .to_string_lossy()
+        .into_owned())
+}
+
+/// The bytes of an AF_UNIX address's `sun_path` that its length covers
+/// (empty for an unnamed socket); `None` for another family.
+pub fn unix_path(address: &SockAddr) -> Option<&[u8]> {
+    if !address.is_unix() {
+        return None;
+    }
+    let offset = std::mem::offset_of!(libc::sockaddr_un, sun_path);
+    let len = (address.len() as usize).saturating_sub(offset);
+    let raw = address.as_ptr().cast::<u8>();
+    // SAFETY: the family says the storage holds a sockaddr_un, and the
+    // address's length covers (and the storage holds) `len` bytes of its
+    // path, borrowed with `address`.
+    Some(unsafe { std::slice::from_raw_parts(raw.add(offset), len) })
+}
+
+/// The address of a symbol of the running process, if it has one.
+pub fn find_symbol(name: &CStr) -> Option<NonNull<c_void>> {
+    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only looks
+    // the name up.
+    NonNull::new(unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) })
+}
+
+/// Whether the calling thread is the process's main thread (false where
+/// that cannot be told).
+#[cfg(target_os = "linux")]
+pub fn on_main_thread() -> bool {
+    // SAFETY: plain system calls without arguments.
+    unsafe { libc::gettid() == libc::getpid() }
+}
+
+#[cfg(target_os = "macos")]
+pub fn on_main_thread() -> bool {
+    // SAFETY: no arguments; always safe.
+    unsafe { libc::pthread_main_np() != 0 }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+pub fn on_main_thread() -> bool {
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::fd::AsRawFd;
@@ -214,6 +289,25 @@ mod tests {
         let mut buf = [MaybeUninit::<u8>::uninit(); 4];
         let err = recv(b.as_raw_fd(), &mut buf, MSG_DONTWAIT).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+    }
+
+    #[test]
+    fn addresses() {
+        let v6: std::net::SocketAddr = "[::1]:80".parse().unwrap();
+        assert_eq!(numeric_host(&SockAddr::from(v6)).unwrap(), "::1");
+        assert_eq!(unix_path(&SockAddr::from(v6)), None);
+        let path = SockAddr::unix("/tmp/x.sock").unwrap();
+        assert_eq!(
+            unix_path(&path).unwrap().split(|&b| b == 0).next(),
+            Some(&b"/tmp/x.sock"[..])
+        );
+    }
+
+    #[test]
+    fn process_questions() {
+        assert!(find_symbol(c"malloc").is_some());
+        assert!(find_symbol(c"no_such_symbol_here").is_none());
+        assert!(!std::thread::spawn(on_main_thread).join().unwrap());
     }
 
     #[test]
