@@ -7,11 +7,13 @@
 //! to find the interpreter finalizing sleeps until the process exits
 //! instead, as CPython 3.14 itself does.
 
-use std::ffi::c_int;
+use std::ffi::{c_int, c_void};
 use std::sync::OnceLock;
 
 use pyo3::marker::Ungil;
 use pyo3::Python;
+
+use crate::sys::{self, on_main_thread};
 
 /// `py.detach(f)`, except that a non-main thread never re-enters a
 /// finalizing interpreter.
@@ -40,32 +42,12 @@ fn interpreter_finalizing() -> bool {
     let check = CHECK.get_or_init(|| {
         [c"Py_IsFinalizing", c"_Py_IsFinalizing"]
             .iter()
-            .find_map(|name| {
-                // SAFETY: dlsym with a NUL-terminated name; both symbols have
-                // the signature `int (void)` and may be called without the GIL.
-                let symbol = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
-                (!symbol.is_null()).then(|| unsafe {
-                    std::mem::transmute::<*mut libc::c_void, IsFinalizing>(symbol)
-                })
+            .find_map(|name| sys::find_symbol(name))
+            // SAFETY: both symbols are functions of signature `int (void)`.
+            .map(|symbol| unsafe {
+                std::mem::transmute::<*mut c_void, IsFinalizing>(symbol.as_ptr())
             })
     });
-    // SAFETY: see above.
+    // SAFETY: the function may be called without the GIL.
     check.is_some_and(|check| unsafe { check() } != 0)
-}
-
-#[cfg(target_os = "linux")]
-fn on_main_thread() -> bool {
-    // SAFETY: plain syscalls without arguments.
-    unsafe { libc::gettid() == libc::getpid() }
-}
-
-#[cfg(target_os = "macos")]
-fn on_main_thread() -> bool {
-    // SAFETY: no arguments; always safe.
-    unsafe { libc::pthread_main_np() != 0 }
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "macos")))]
-fn on_main_thread() -> bool {
-    false
 }

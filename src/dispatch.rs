@@ -12,7 +12,8 @@ use pyo3::types::{PyBytes, PyTuple};
 use crate::detach::detach;
 use crate::listener::{accept, address_to_py, recv_from, wrap_socket};
 use crate::pool::{Submitted, WorkerPool};
-use crate::serve::{readable_now, ServeLoop};
+use crate::serve::ServeLoop;
+use crate::sys::readable_now;
 
 /// Most requests queued per readiness.
 const BATCH: usize = 64;

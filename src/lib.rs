@@ -11,6 +11,7 @@ mod readbuf;
 mod serve;
 mod socket_file;
 mod stream;
+mod sys;
 
 #[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -2,16 +2,17 @@
 //! descriptors, and socket addresses turned into the objects Python's socket
 //! module returns for them.
 
-use std::ffi::CStr;
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{BorrowedFd, IntoRawFd, RawFd};
+use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
+use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 use socket2::{SockAddr, SockRef, Socket};
 
 use crate::errors::os_error;
+use crate::sys;
 
 /// Run `f` on a descriptor that Python owns, without ever closing it.
 pub fn with_socket<T>(fd: RawFd, f: impl FnOnce(&Socket) -> T) -> T {
@@ -49,83 +50,42 @@ pub fn accept(fd: RawFd, nodelay: bool) -> io::Result<(RawFd, SockAddr)> {
 /// Receive one datagram without blocking; its length and sender.
 pub fn recv_from(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<(usize, SockAddr)> {
     with_socket(fd, |socket| {
-        socket.recv_from_with_flags(buf, libc::MSG_DONTWAIT)
+        socket.recv_from_with_flags(buf, sys::MSG_DONTWAIT)
     })
 }
 
 /// The Python form of a socket address, exactly as `socket.accept()` and
 /// `socket.recvfrom()` build it.
 pub fn address_to_py<'py>(py: Python<'py>, address: &SockAddr) -> PyResult<Bound<'py, PyAny>> {
-    let len = address.len() as usize;
-    if len == 0 {
+    if address.len() == 0 {
         return Ok(py.None().into_bound(py));
     }
-    let raw = address.as_ptr().cast::<u8>();
-    match i32::from(address.family()) {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in.
-            let sin = unsafe { &*address.as_ptr().cast::<libc::sockaddr_in>() };
-            let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            Ok((ip.to_string(), u16::from_be(sin.sin_port))
-                .into_pyobject(py)?
-                .into_any())
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says the storage holds a sockaddr_in6.
-            let sin6 = unsafe { &*address.as_ptr().cast::<libc::sockaddr_in6>() };
-            let host = ipv6_host(address)?;
-            Ok((
-                host,
-                u16::from_be(sin6.sin6_port),
-                u32::from_be(sin6.sin6_flowinfo),
-                sin6.sin6_scope_id,
-            )
-                .into_pyobject(py)?
-                .into_any())
-        }
-        libc::AF_UNIX => {
-            let offset = std::mem::offset_of!(libc::sockaddr_un, sun_path);
-            // SAFETY: len bytes of the storage are initialised by the kernel.
-            let path =
-                unsafe { std::slice::from_raw_parts(raw.add(offset), len.saturating_sub(offset)) };
-            if !path.is_empty() && path[0] == 0 {
-                return Ok(PyBytes::new(py, path).into_any());
-            }
-            let end = path.iter().position(|&b| b == 0).unwrap_or(path.len());
-            fs_decode(py, &path[..end])
-        }
-        family => Err(pyo3::exceptions::PyOSError::new_err(format!(
-            "unsupported address family {family}"
-        ))),
+    if let Some(v4) = address.as_socket_ipv4() {
+        return Ok((v4.ip().to_string(), v4.port())
+            .into_pyobject(py)?
+            .into_any());
     }
-}
-
-/// The host part as Python's `makeipaddr` gives it: getnameinfo(NI_NUMERICHOST),
-/// which also appends `%scope` to link-local addresses.
-fn ipv6_host(address: &SockAddr) -> PyResult<String> {
-    let mut text = [0 as libc::c_char; 64];
-    // SAFETY: a valid sockaddr of the stated length and an output buffer of
-    // the stated size.
-    let rc = unsafe {
-        libc::getnameinfo(
-            address.as_ptr().cast(),
-            address.len(),
-            text.as_mut_ptr(),
-            text.len() as libc::socklen_t,
-            std::ptr::null_mut(),
-            0,
-            libc::NI_NUMERICHOST,
-        )
-    };
-    if rc != 0 {
-        return Err(pyo3::exceptions::PyOSError::new_err(format!(
-            "getnameinfo failed ({rc})"
-        )));
+    if let Some(v6) = address.as_socket_ipv6() {
+        let host = sys::numeric_host(address)
+            .map_err(|rc| PyOSError::new_err(format!("getnameinfo failed ({rc})")))?;
+        // socket2 leaves the flow label in network byte order.
+        return Ok(
+            (host, v6.port(), u32::from_be(v6.flowinfo()), v6.scope_id())
+                .into_pyobject(py)?
+                .into_any(),
+        );
     }
-    // SAFETY: getnameinfo NUL-terminates on success.
-    Ok(unsafe { CStr::from_ptr(text.as_ptr()) }
-        .to_string_lossy()
-        .into_owned())
+    if let Some(path) = sys::unix_path(address) {
+        if !path.is_empty() && path[0] == 0 {
+            return Ok(PyBytes::new(py, path).into_any());
+        }
+        let end = path.iter().position(|&b| b == 0).unwrap_or(path.len());
+        return fs_decode(py, &path[..end]);
+    }
+    Err(PyOSError::new_err(format!(
+        "unsupported address family {}",
+        i32::from(address.family())
+    )))
 }
 
 /// `os.fsdecode` of a path, as Python decodes AF_UNIX addresses.
@@ -154,8 +114,9 @@ pub fn wrap_socket<'py>(
     match socket_class.call1((family, sock_type, proto, fd)) {
         Ok(sock) => Ok(sock),
         Err(err) => {
-            // SAFETY: fd was just accepted and nothing else owns it yet.
-            unsafe { libc::close(fd) };
+            // SAFETY: fd was just accepted and nothing else owns it yet;
+            // dropping its owner closes it.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
             Err(err)
         }
     }
@@ -170,7 +131,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 mod tests {
     use std::mem::MaybeUninit;
     use std::net::{SocketAddr, TcpStream, UdpSocket};
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
     use socket2::{Domain, Socket, Type};
 
@@ -189,7 +150,7 @@ mod tests {
         assert_eq!(peer.as_socket().unwrap(), client.local_addr().unwrap());
         assert!(with_socket(fd, |conn| conn.tcp_nodelay()).unwrap());
         // SAFETY: the descriptor was accepted above and is owned here.
-        unsafe { libc::close(fd) };
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
     }
 
     #[test]

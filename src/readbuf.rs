@@ -46,11 +46,11 @@ impl ReadBuf {
     }
 
     /// Where a receive into `self[start..]` writes; `start <= len()`.
-    pub fn spare_ptr(&mut self, start: usize) -> *mut u8 {
-        self.mem[start..].as_mut_ptr().cast()
+    pub fn spare_mut(&mut self, start: usize) -> &mut [MaybeUninit<u8>] {
+        &mut self.mem[start..]
     }
 
-    /// Records that bytes up to `end` have been written at `spare_ptr`.
+    /// Records that bytes up to `end` have been written through `spare_mut`.
     pub fn mark_filled(&mut self, end: usize) {
         assert!(end <= self.mem.len(), "filled past the buffer's end");
         self.filled = self.filled.max(end);
@@ -86,9 +86,9 @@ mod tests {
     use super::*;
 
     fn receive(buf: &mut ReadBuf, start: usize, data: &[u8]) {
-        let ptr = buf.spare_ptr(start);
-        // SAFETY: the test writes within the buffer.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), ptr, data.len()) };
+        for (slot, &byte) in buf.spare_mut(start).iter_mut().zip(data) {
+            slot.write(byte);
+        }
         buf.mark_filled(start + data.len());
     }
 

@@ -20,6 +20,7 @@ use socket2::{Domain, Socket, Type};
 
 use crate::errors::{os_error, strerror};
 use crate::pool::WorkerPool;
+use crate::sys::{self, is_resource_exhaustion, Interest};
 
 /// Longest stretch spent waiting without looking for signals.
 const SIGNAL_SLICE: Duration = Duration::from_millis(100);
@@ -29,15 +30,6 @@ const SIGNAL_SLICE: Duration = Duration::from_millis(100);
 /// notice that descriptors are free again.
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const LONGEST_BACKOFF: Duration = Duration::from_millis(100);
-
-/// accept() failures that mean "out of resources", which the listener stays
-/// readable through, so retrying at once would spin.
-pub fn is_resource_exhaustion(errno: i32) -> bool {
-    matches!(
-        errno,
-        libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM
-    )
-}
 
 /// The state of backing off after resource exhaustion.
 #[derive(Default)]
@@ -324,21 +316,22 @@ impl ServeLoop {
                     .min(SIGNAL_SLICE),
                 None => SIGNAL_SLICE,
             };
-            match crate::detach::detach(py, || poll_two(fd, wake_fd, slice)) {
-                Ok((listener, woken)) => {
-                    if woken {
+            let fds = [(fd, Interest::Readable), (wake_fd, Interest::Readable)];
+            match crate::detach::detach(py, || sys::poll(fds, Some(slice))) {
+                Ok([listener, wake]) => {
+                    if !wake.is_empty() {
                         self.drain_wakes();
                         if self.shutdown_requested.load(Ordering::Acquire) {
                             return Ok(Wait::Woken);
                         }
                     }
-                    if listener & libc::POLLNVAL != 0 {
+                    if listener.is_invalid() {
                         return Err(PyOSError::new_err((
-                            libc::EBADF,
+                            sys::EBADF,
                             "the server socket was closed while serving",
                         )));
                     }
-                    if listener != 0 {
+                    if !listener.is_empty() {
                         return Ok(Wait::Ready);
                     }
                 }
@@ -369,80 +362,9 @@ fn check_descriptor(fd: RawFd) -> PyResult<()> {
     Ok(())
 }
 
-/// poll(2) on the listener and the wake descriptor (-1: none); the listener's
-/// revents and whether a wake-up arrived.
-fn poll_two(fd: RawFd, wake_fd: RawFd, timeout: Duration) -> io::Result<(libc::c_short, bool)> {
-    let mut fds = [
-        libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: wake_fd,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
-    let count = if wake_fd < 0 { 1 } else { 2 };
-    let millis = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int;
-    // SAFETY: `fds` outlives the call and `count` is within its length.
-    if unsafe { libc::poll(fds.as_mut_ptr(), count, millis) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok((fds[0].revents, count == 2 && fds[1].revents != 0))
-}
-
-/// Whether `fd` is readable right now.
-pub fn readable_now(fd: RawFd) -> bool {
-    matches!(poll_two(fd, -1, Duration::ZERO), Ok((revents, _)) if revents & libc::POLLIN != 0)
-}
-
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("STOP", STOP)?;
     m.add("IDLE", IDLE)?;
     m.add("READY", READY)?;
     m.add_class::<ServeLoop>()
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::{Duration, Instant};
-
-    use socket2::{Domain, Socket, Type};
-
-    use super::{is_resource_exhaustion, poll_two, readable_now};
-    use std::os::fd::AsRawFd;
-
-    #[test]
-    fn poll_reports_the_listener_and_the_wake_descriptor_apart() {
-        let (a, b) = Socket::pair(Domain::UNIX, Type::STREAM, None).unwrap();
-        let (wake_read, wake_write) = Socket::pair(Domain::UNIX, Type::STREAM, None).unwrap();
-        let (listener, woken) =
-            poll_two(a.as_raw_fd(), wake_read.as_raw_fd(), Duration::ZERO).unwrap();
-        assert_eq!((listener, woken), (0, false));
-        wake_write.send(&[1]).unwrap();
-        let (listener, woken) =
-            poll_two(a.as_raw_fd(), wake_read.as_raw_fd(), Duration::ZERO).unwrap();
-        assert_eq!((listener, woken), (0, true));
-        b.send(b"x").unwrap();
-        assert!(readable_now(a.as_raw_fd()));
-    }
-
-    #[test]
-    fn poll_waits_out_its_timeout() {
-        let (a, _b) = Socket::pair(Domain::UNIX, Type::STREAM, None).unwrap();
-        let started = Instant::now();
-        let (listener, woken) = poll_two(a.as_raw_fd(), -1, Duration::from_millis(30)).unwrap();
-        assert_eq!((listener, woken), (0, false));
-        assert!(started.elapsed() >= Duration::from_millis(25));
-    }
-
-    #[test]
-    fn only_resource_errors_back_off() {
-        assert!(is_resource_exhaustion(libc::EMFILE));
-        assert!(is_resource_exhaustion(libc::ENFILE));
-        assert!(!is_resource_exhaustion(libc::ECONNABORTED));
-        assert!(!is_resource_exhaustion(libc::EAGAIN));
-    }
 }

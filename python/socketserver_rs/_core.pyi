@@ -16,6 +16,13 @@ __all__ = [
     "SocketWriter",
     "send_message",
     "recv_message",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "MESSAGE_HEADER_SIZE",
+    "encode_header",
+    "decode_header",
+    "check_max_size",
+    "body_read_size",
+    "truncated_body",
 ]
 __version__: str
 
@@ -155,9 +162,10 @@ class SocketReader(_SocketFile):
     def readline(self, size: Optional[int] = None) -> bytes: ...
     def readlines(self, hint: Optional[int] = None) -> list[bytes]: ...
     def peek(self, size: int = 0) -> bytes: ...
-    def read_message(self, max_size: int = 16777216) -> Optional[bytes]:
+    def read_message(self, max_size: int = ...) -> Optional[bytes]:
         """One length-prefixed message (4-byte big-endian length, then the
         payload), or None when the peer closed before its first byte.
+        max_size defaults to DEFAULT_MAX_MESSAGE_SIZE.
         EOFError when the peer closed in the middle of it; ValueError,
         without reading the payload, when the length exceeds max_size."""
     def __iter__(self) -> Iterator[bytes]: ...
@@ -187,6 +195,34 @@ def send_message(sock: Any, data: Any) -> int:
     """Send data over a connected stream socket as one length-prefixed
     message; returns the payload length."""
 
-def recv_message(sock: Any, max_size: int = 16777216) -> Optional[bytes]:
+def recv_message(sock: Any, max_size: int = ...) -> Optional[bytes]:
     """Receive one length-prefixed message from a connected stream socket
-    (None at a clean EOF), reading no byte past it."""
+    (None at a clean EOF), reading no byte past it; max_size defaults to
+    DEFAULT_MAX_MESSAGE_SIZE."""
+
+# The message format without I/O (src/stream/codec.rs), for the Python
+# fallback in messages.py.
+
+DEFAULT_MAX_MESSAGE_SIZE: int
+"""The longest payload accepted unless the caller says otherwise (16 MiB)."""
+MESSAGE_HEADER_SIZE: int
+"""Bytes in a message header (4: a big-endian unsigned payload length)."""
+
+def encode_header(length: int) -> bytes:
+    """The header of a payload of length bytes; ValueError when that does
+    not fit in 4 bytes."""
+
+def decode_header(header: bytes, max_size: int) -> int:
+    """The payload length a header announces. EOFError when it is shorter
+    than 4 bytes (the peer closed in its middle); ValueError when the
+    length exceeds max_size or max_size is negative."""
+
+def check_max_size(max_size: int) -> None:
+    """ValueError when max_size is negative."""
+
+def body_read_size(received: int, length: int) -> int:
+    """How many bytes to read next of a payload of length bytes, once
+    received of them have arrived."""
+
+def truncated_body(received: int, length: int) -> EOFError:
+    """The EOFError for a payload cut short after received of length bytes."""

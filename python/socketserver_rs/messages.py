@@ -9,36 +9,34 @@ followed by that many bytes, so the receiver knows where each one ends.
   the peer closed cleanly between messages.
 * ``EOFError`` when the peer closed in the middle of a message (as
   ``asyncio.IncompleteReadError``, an ``EOFError`` subclass, does).
-* ``ValueError`` when the announced length exceeds the limit (16 MiB by
-  default): nothing of the payload is read or allocated, so the stream is
-  out of step and the connection should be closed.
+* ``ValueError`` when the announced length exceeds the limit
+  (``DEFAULT_MAX_MESSAGE_SIZE`` by default): nothing of the payload is read
+  or allocated, so the stream is out of step and the connection should be
+  closed.
 * Header and payload leave in one send, so a small message is one segment.
 
 Over a plain ``socket.socket`` (and the core's ``rfile``/``wfile``) the Rust
 core does the work with the GIL released; anything else (an SSL socket, the
 standard library's file objects) takes a Python path with the same results.
+Both follow the core's codec (the header, the limit, how a body is read,
+the error texts); the Python path only moves the bytes.
 """
 
 import errno
 import os
 import socket
-import struct
 
 from socketserver_rs import _core
+from socketserver_rs.cooperative import cooperative
 from socketserver_rs.handlers import StreamRequestHandler
 
 __all__ = ["MessageRequestHandler", "send_message", "recv_message", "DEFAULT_MAX_MESSAGE_SIZE"]
 
-DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+DEFAULT_MAX_MESSAGE_SIZE = _core.DEFAULT_MAX_MESSAGE_SIZE
 
-_HEADER = struct.Struct(">I")
-_HEADER_LEN = _HEADER.size
 # A payload up to this size is copied behind its header into one write;
 # a larger one goes as header plus its first chunk, then the rest.
 _JOIN_LIMIT = 64 * 1024
-# The body buffer starts at this size and doubles as bytes arrive, so memory
-# follows what the peer sent rather than the length it claimed.
-_BODY_STEP = 64 * 1024
 
 
 class MessageRequestHandler(StreamRequestHandler):
@@ -96,7 +94,7 @@ def send_message(sock, data):
     """Send data over a connected stream socket as one length-prefixed
     message; returns the payload length.  The socket's timeout covers the
     whole call, as for sendall()."""
-    if type(sock) is socket.socket:
+    if type(sock) is socket.socket and not cooperative():
         return _core.send_message(sock, data)
     return _write_message(sock.sendall, data)
 
@@ -107,25 +105,20 @@ def recv_message(sock, max_size=DEFAULT_MAX_MESSAGE_SIZE):
     closed before its first byte.  EOFError when the peer closed in the
     middle of a message; ValueError, without reading the payload, when its
     length exceeds max_size.  The socket's timeout bounds each wait."""
-    if type(sock) is socket.socket:
+    if type(sock) is socket.socket and not cooperative():
         return _core.recv_message(sock, max_size)
     return _read_message(sock.recv, max_size)
 
 
-# The Python path, for other sockets and file objects.  Its errors and
-# messages are the core's.
+# The Python path, for other sockets and file objects: the core's codec
+# decides, this code moves the bytes.
 
 
 def _write_message(write_all, data):
     """Write one message with write_all(bytes-like), which takes everything."""
     with memoryview(data) as view, view.cast("B") as payload:
         length = payload.nbytes
-        if length > 0xFFFFFFFF:
-            raise ValueError(
-                f"message of {length} bytes does not fit a 4-byte length header"
-                f" (at most {0xFFFFFFFF} bytes)"
-            )
-        header = _HEADER.pack(length)
+        header = _core.encode_header(length)
         if length <= _JOIN_LIMIT:
             write_all(header + payload)
         else:
@@ -146,31 +139,18 @@ def _write_all(write, data):
 
 
 def _read_message(read, max_size):
-    if max_size < 0:
-        raise ValueError("max_size must be non-negative")
-    header = _read_full(read, _HEADER_LEN)
+    _core.check_max_size(max_size)
+    header = _read_full(read, _core.MESSAGE_HEADER_SIZE)
     if not header:
         return None
-    if len(header) < _HEADER_LEN:
-        raise EOFError(
-            "connection closed in the middle of a message header"
-            f" (got {len(header)} of {_HEADER_LEN} bytes)"
-        )
-    (length,) = _HEADER.unpack(header)
-    if length > max_size:
-        raise ValueError(
-            f"message length {length} exceeds max_size {max_size};"
-            " the connection cannot be read further"
-        )
+    length = _core.decode_header(header, max_size)
     body = bytearray()
     while len(body) < length:
-        want = min(length - len(body), max(len(body), _BODY_STEP))
+        want = _core.body_read_size(len(body), length)
         chunk = _read_full(read, want)
         body += chunk
         if len(chunk) < want:
-            raise EOFError(
-                f"connection closed in the middle of a message (got {len(body)} of {length} bytes)"
-            )
+            raise _core.truncated_body(len(body), length)
     return bytes(body)
 
 

@@ -1,0 +1,233 @@
+//! `SocketWriter`: `socketserver._SocketWriter` (bufsize 0: every write is
+//! a `sendall`) or `sock.makefile('wb', bufsize)` (a `BufferedWriter`), the
+//! wfile of a stream handler.  A plain write and a length-prefixed message
+//! take one path: a message is its header and payload written as one.
+
+use std::os::unix::io::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use pyo3::prelude::*;
+
+use super::codec::{self, HEADER_LEN};
+use super::lock::Locked;
+use super::socket_ref::{blocking_write_error, HeldSocket, Parts, SocketRef};
+use super::{closed_error, reserve, with_bytes, DEFAULT_BUFFER_SIZE};
+use crate::socket_file::{socket_file_methods, CLOSED_FILE};
+
+struct WriterState {
+    /// `None` once closed.
+    sock: Option<HeldSocket>,
+    /// Pending bytes are `buf[wpos..]` (buffered writers only).
+    buf: Vec<u8>,
+    wpos: usize,
+}
+
+/// `socketserver._SocketWriter` (bufsize 0) or `sock.makefile('wb', bufsize)`.
+#[pyclass(frozen, module = "socketserver_rs._core", name = "SocketWriter")]
+pub struct SocketWriter {
+    fd: RawFd,
+    /// 0: every write is a `sendall`.
+    bufsize: usize,
+    closed: AtomicBool,
+    state: Locked<WriterState>,
+}
+
+impl WriterState {
+    fn sock(&self, msg: &str) -> PyResult<&HeldSocket> {
+        self.sock.as_ref().ok_or_else(|| closed_error(msg))
+    }
+
+    /// Sends what is pending, then `header` and `data`, until nothing is
+    /// pending and at most `keep` bytes of them are left, which go to the
+    /// buffer.  A message (a non-empty `header`) is gathered behind what is
+    /// pending into each send, so that its header never leaves alone; a
+    /// plain write flushes what is pending first, as `BufferedWriter` does.
+    /// On a non-blocking socket that would block, `BlockingIOError` counts
+    /// the bytes of `data` sent.
+    fn send_through(
+        &mut self,
+        sock: &SocketRef<'_>,
+        header: &[u8],
+        data: &[u8],
+        keep: usize,
+    ) -> PyResult<()> {
+        let py = sock.py();
+        let parts = Parts::new(&[header, data]);
+        let gather = !header.is_empty();
+        let total = parts.len();
+        let mut off = 0;
+        while self.wpos < self.buf.len() || total - off > keep {
+            let pending = &self.buf[self.wpos..];
+            let list = if gather || pending.is_empty() {
+                parts.after(off).behind(pending)
+            } else {
+                Parts::new(&[pending])
+            };
+            let from_pending = pending.len();
+            let Some(n) = sock.send_once(list)? else {
+                return Err(blocking_write_error(off.saturating_sub(header.len())));
+            };
+            let from_pending = n.min(from_pending);
+            self.wpos += from_pending;
+            off += n - from_pending;
+            py.check_signals()?;
+        }
+        self.buf.clear();
+        self.wpos = 0;
+        for slice in parts.after(off).as_slices() {
+            self.buf.extend_from_slice(slice);
+        }
+        Ok(())
+    }
+
+    /// Sends everything pending (`BufferedWriter` flush).
+    fn flush_pending(&mut self, sock: &SocketRef<'_>) -> PyResult<()> {
+        self.send_through(sock, &[], &[], 0)
+    }
+}
+
+impl SocketWriter {
+    fn check_open(&self, msg: &str) -> PyResult<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(closed_error(msg))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Writes `header` then `data` (`header` empty for a plain write).  A
+    /// buffered writer keeps them when they fit the buffer; else they go
+    /// out gathered with what is pending, so that they are never split
+    /// into two sends without need.
+    fn write_parts(&self, py: Python<'_>, header: &[u8], data: &[u8]) -> PyResult<()> {
+        let mut guard = self.state.lock(py, "SocketWriter")?;
+        let held = guard.sock("write to closed file")?;
+        if self.bufsize == 0 {
+            // The socket may have been closed under us (no hold on it here,
+            // as in the standard library): use its current descriptor.
+            let sock = SocketRef::new(held.object(py))?;
+            drop(guard);
+            return sock.send_all(Parts::new(&[header, data]));
+        }
+        let sock = held.bind(py);
+        let st: &mut WriterState = &mut guard;
+        let bufsize = self.bufsize;
+        if st.wpos == st.buf.len() {
+            st.buf.clear();
+            st.wpos = 0;
+        }
+        if header.len() + data.len() <= bufsize - st.buf.len().min(bufsize) {
+            st.buf.extend_from_slice(header);
+            st.buf.extend_from_slice(data);
+            return Ok(());
+        }
+        st.send_through(&sock, header, data, bufsize)
+    }
+
+    fn write_obj(&self, py: Python<'_>, b: &Bound<'_, PyAny>) -> PyResult<usize> {
+        with_bytes(py, b, |data| self.write_parts(py, &[], data))
+    }
+}
+
+#[pymethods]
+impl SocketWriter {
+    #[new]
+    #[pyo3(signature = (sock, bufsize = 0))]
+    fn new(sock: &Bound<'_, PyAny>, bufsize: isize) -> PyResult<Self> {
+        let sock = SocketRef::new(sock)?;
+        let bufsize = usize::try_from(bufsize).unwrap_or(DEFAULT_BUFFER_SIZE);
+        let mut buf = Vec::new();
+        reserve(&mut buf, bufsize)?;
+        let held = HeldSocket::new(&sock, bufsize != 0)?;
+        Ok(SocketWriter {
+            fd: sock.fd(),
+            bufsize,
+            closed: AtomicBool::new(false),
+            state: Locked::new(WriterState {
+                sock: Some(held),
+                buf,
+                wpos: 0,
+            }),
+        })
+    }
+
+    /// Writes (or buffers) all of `b`; returns its length in bytes.
+    fn write(&self, py: Python<'_>, b: &Bound<'_, PyAny>) -> PyResult<usize> {
+        self.write_obj(py, b)
+    }
+
+    /// Writes `data` as one length-prefixed message (a 4-byte big-endian
+    /// length, then the bytes); returns the payload length.  Header and
+    /// payload leave in a single send, so a small message is one segment;
+    /// with bufsize != 0 both go to the buffer, as write() does.
+    ///
+    /// ValueError when data is longer than 4 GiB - 1 bytes.
+    fn write_message(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<usize> {
+        with_bytes(py, data, |bytes| {
+            let header: [u8; HEADER_LEN] = codec::encode_header(bytes.len())?;
+            self.write_parts(py, &header, bytes)
+        })
+    }
+
+    fn writelines(&self, py: Python<'_>, lines: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.check_open(CLOSED_FILE)?;
+        for line in lines.try_iter()? {
+            self.write_obj(py, &line?)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        let mut st = self.state.lock(py, "SocketWriter")?;
+        let sock = st.sock("flush of closed file")?.bind(py);
+        if self.bufsize != 0 {
+            st.flush_pending(&sock)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes, then releases this file's hold on the socket (even when the
+    /// flush fails; its error is raised afterwards).
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let (flushed, held) = {
+            let mut st = self.state.lock(py, "SocketWriter")?;
+            let Some(held) = st.sock.take() else {
+                return Ok(());
+            };
+            let flushed = if self.bufsize != 0 {
+                st.flush_pending(&held.bind(py))
+            } else {
+                Ok(())
+            };
+            st.buf = Vec::new();
+            st.wpos = 0;
+            self.closed.store(true, Ordering::Release);
+            (flushed, held)
+        };
+        flushed.and(held.release(py))
+    }
+}
+
+socket_file_methods!(SocketWriter, mode = "wb", readable = false);
+
+impl Drop for SocketWriter {
+    fn drop(&mut self) {
+        let buffered = self.bufsize != 0;
+        let st = self.state.get_mut();
+        let Some(held) = st.sock.take() else {
+            return;
+        };
+        if !buffered {
+            return;
+        }
+        Python::try_attach(|py| {
+            let object = held.object(py);
+            if let Err(err) = st.flush_pending(&held.bind(py)) {
+                err.write_unraisable(py, Some(object));
+            }
+            if let Err(err) = held.release(py) {
+                err.write_unraisable(py, Some(object));
+            }
+        });
+    }
+}
