@@ -2,8 +2,10 @@
 //! as `SocketIO` and the Buffered classes give them: a second
 //! `#[pymethods]` block per class (pyo3's `multiple-pymethods`).
 //!
-//! The class must have the fields `fd: RawFd` and `closed: AtomicBool`, and
-//! the inherent methods `check_open(&self, msg)` and `close(&self, py)`.
+//! The class must have the fields `fd: RawFd`, `closed: AtomicBool`,
+//! `socket: Py<PyAny>` and `raw: Mutex<Option<Py<PyAny>>>`, and the
+//! inherent methods `check_open(&self, msg)`, `fileno_now(&self, py)` and
+//! `finish(&self, py)` (its own part of `close()`).
 
 macro_rules! socket_file_methods {
     ($class:ty, mode = $mode:literal, readable = $readable:literal) => {
@@ -14,9 +16,41 @@ macro_rules! socket_file_methods {
                 self.closed.load(std::sync::atomic::Ordering::Acquire)
             }
 
-            fn fileno(&self) -> pyo3::PyResult<std::os::unix::io::RawFd> {
+            fn fileno(&self, py: pyo3::Python<'_>) -> pyo3::PyResult<std::os::unix::io::RawFd> {
+                self.fileno_now(py)
+            }
+
+            /// Closes the file, and `raw` if it was asked for.
+            fn close(&self, py: pyo3::Python<'_>) -> pyo3::PyResult<()> {
+                let finished = self.finish(py);
+                let raw = $crate::socket_file::lock(&self.raw).take();
+                if let Some(raw) = raw {
+                    raw.call_method0(py, "close")?;
+                }
+                finished
+            }
+
+            /// The socket, as the standard library's socket files keep it.
+            #[getter]
+            fn _sock(&self, py: pyo3::Python<'_>) -> pyo3::Py<pyo3::PyAny> {
+                self.socket.clone_ref(py)
+            }
+
+            /// A `socket.SocketIO` over the socket, as a buffered file's
+            /// `raw` is (made when first asked for, closed with the file).
+            #[getter]
+            fn raw(&self, py: pyo3::Python<'_>) -> pyo3::PyResult<pyo3::Py<pyo3::PyAny>> {
+                $crate::socket_file::raw_of(py, &self.raw, &self.socket, $mode)
+            }
+
+            /// Flushes and lets go of the file, and returns `raw`, which
+            /// stays open, as `BufferedReader.detach()` does.
+            fn detach(&self, py: pyo3::Python<'_>) -> pyo3::PyResult<pyo3::Py<pyo3::PyAny>> {
                 self.check_open($crate::socket_file::CLOSED_FILE)?;
-                Ok(self.fd)
+                let raw = self.raw(py)?;
+                $crate::socket_file::lock(&self.raw).take();
+                self.finish(py)?;
+                Ok(raw)
             }
 
             #[getter]
@@ -100,9 +134,33 @@ macro_rules! socket_file_methods {
 
 pub(crate) use socket_file_methods;
 
+use std::sync::{Mutex, MutexGuard};
+
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
+
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// The `raw` of a socket file: `socket.SocketIO(sock, mode)`, made once.
+pub fn raw_of(
+    py: Python<'_>,
+    raw: &Mutex<Option<Py<PyAny>>>,
+    socket: &Py<PyAny>,
+    mode: &str,
+) -> PyResult<Py<PyAny>> {
+    if let Some(made) = lock(raw).as_ref() {
+        return Ok(made.clone_ref(py));
+    }
+    let made = py
+        .import("socket")?
+        .getattr("SocketIO")?
+        .call1((socket.bind(py), mode))?
+        .unbind();
+    Ok(lock(raw).get_or_insert(made).clone_ref(py))
+}
 
 pub const CLOSED_FILE: &str = "I/O operation on closed file.";
 pub const CLOSED_SOCKET: &str = "I/O operation on closed socket.";

@@ -11,6 +11,7 @@ import io
 import random
 import signal
 import socket
+import socketserver
 import struct
 import threading
 import time
@@ -18,6 +19,7 @@ import time
 import pytest
 from conftest import tcp_pair
 
+import socketserver_rs
 from socketserver_rs import _core
 
 BUFSIZES = [-1, 0, 1, 5, 64, 8192]
@@ -646,8 +648,9 @@ def test_unbuffered_writer_attributes(wpair):
     with w:
         pass
     assert w.closed
-    with pytest.raises(ValueError):
-        w.write(b"x")
+    # As socketserver._SocketWriter: a write after close() still sends.
+    assert w.write(b"x") == 1
+    assert available(b) == b"x"
     with pytest.raises(ValueError):
         w.writelines([b"x"])
     with pytest.raises(ValueError):
@@ -810,3 +813,75 @@ def test_not_seekable(twins, wpair, bufsize):
             with pytest.raises(io.UnsupportedOperation):
                 op(f)
     w.close()
+
+
+CLOSED_FILE_CALLS = {
+    "rfile.read": lambda h: h.rfile.read(1),
+    "rfile.read1": lambda h: h.rfile.read1(1),
+    "rfile.readline": lambda h: h.rfile.readline(),
+    "rfile.readlines": lambda h: h.rfile.readlines(),
+    "rfile.peek": lambda h: h.rfile.peek(),
+    "rfile.readinto": lambda h: h.rfile.readinto(bytearray(1)),
+    "rfile.fileno": lambda h: h.rfile.fileno(),
+    "next(rfile)": lambda h: next(h.rfile),
+    "wfile.write": lambda h: h.wfile.write(b"x"),
+    "wfile.writelines": lambda h: h.wfile.writelines([b"x"]),
+    "wfile.flush": lambda h: h.wfile.flush(),
+    "wfile.fileno": lambda h: h.wfile.fileno() >= 0,
+}
+
+
+def _after_close(mod, a, b, rbufsize, wbufsize):
+    handler = mod.StreamRequestHandler.__new__(mod.StreamRequestHandler)
+    handler.request = a
+    handler.rbufsize, handler.wbufsize = rbufsize, wbufsize
+    handler.setup()
+    handler.finish()
+    outcome = {}
+    for what, call in CLOSED_FILE_CALLS.items():
+        try:
+            outcome[what] = ("returned", call(handler))
+        except Exception as exc:  # noqa: BLE001 -- compared with the stdlib
+            outcome[what] = (type(exc).__name__, str(exc))
+    outcome["sent"] = available(b)
+    return outcome
+
+
+@pytest.mark.parametrize("rbufsize, wbufsize", [(-1, 0), (-1, -1), (0, 0), (8192, 8192)])
+def test_files_after_close_behave_as_the_standard_ones(rbufsize, wbufsize):
+    a, b = socket.socketpair()
+    with a, b:
+        expected = _after_close(socketserver, a, b, rbufsize, wbufsize)
+        got = _after_close(socketserver_rs, a, b, rbufsize, wbufsize)
+        if rbufsize == 0:
+            # The standard rfile is then a bare SocketIO, without read1() and
+            # peek(); ours keeps them.
+            for name in ("rfile.read1", "rfile.peek"):
+                assert expected.pop(name)[0] == "AttributeError"
+                assert got.pop(name) == ("ValueError", "I/O operation on closed file.")
+        assert got == expected
+
+
+@pytest.mark.parametrize("mod", [socketserver, socketserver_rs], ids=lambda m: m.__name__)
+def test_files_reach_their_socket_as_the_standard_ones_do(mod):
+    """ws4py and others take the socket from rfile.raw._sock or wfile._sock."""
+    a, b = socket.socketpair()
+    with a, b:
+        handler = mod.StreamRequestHandler.__new__(mod.StreamRequestHandler)
+        handler.request = a
+        handler.setup()
+        assert handler.rfile.raw._sock is a
+        assert handler.wfile._sock is a
+        b.sendall(b"line\nrest")
+        assert handler.rfile.readline() == b"line\n"
+        raw = handler.rfile.detach()
+        assert isinstance(raw, socket.SocketIO) and not raw.closed
+        with pytest.raises(ValueError):
+            handler.rfile.read()
+        b.sendall(b"!")
+        handler.wfile.close()
+        # What the buffer had read ahead stays behind; the raw stream goes on.
+        assert raw.read(16) in (b"!", b"rest!")
+        raw.close()
+        assert a._io_refs == 0
+        assert not a._closed

@@ -3,6 +3,7 @@
 
 use std::os::unix::io::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use pyo3::exceptions::{PyMemoryError, PyValueError};
 use pyo3::prelude::*;
@@ -20,6 +21,9 @@ use crate::socket_file::{socket_file_methods, CLOSED_FILE};
 #[pyclass(frozen, module = "socketserver_rs._core", name = "SocketReader")]
 pub struct SocketReader {
     fd: RawFd,
+    /// The Python socket (`_sock`), and `raw` once asked for.
+    socket: Py<PyAny>,
+    raw: Mutex<Option<Py<PyAny>>>,
     bufsize: usize,
     closed: AtomicBool,
     state: Locked<ReaderState>,
@@ -50,6 +54,41 @@ impl SocketReader {
         } else {
             Ok(())
         }
+    }
+
+    /// Refuse `op` on a closed file with the message the io classes give:
+    /// `BufferedReader` names the operation, `SocketIO` (bufsize 0) does not.
+    fn check_open_for(&self, op: &str) -> PyResult<()> {
+        if !self.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if self.bufsize == 0 {
+            return Err(closed_error(CLOSED_FILE));
+        }
+        Err(closed_error(&format!("{op} of closed file")))
+    }
+
+    /// This file's part of `close()`: drop the buffer and release the hold
+    /// on the socket.
+    fn finish(&self, py: Python<'_>) -> PyResult<()> {
+        let sock = {
+            let mut st = self.state.lock(py, "SocketReader")?;
+            let sock = st.sock.take();
+            st.buf = ReadBuf::empty();
+            st.pos = 0;
+            st.end = 0;
+            self.closed.store(true, Ordering::Release);
+            sock
+        };
+        match sock {
+            Some(sock) => sock.release(py),
+            None => Ok(()),
+        }
+    }
+
+    fn fileno_now(&self, _py: Python<'_>) -> PyResult<RawFd> {
+        self.check_open(CLOSED_FILE)?;
+        Ok(self.fd)
     }
 
     fn readline_impl<'py>(
@@ -83,6 +122,8 @@ impl SocketReader {
         let held = HeldSocket::new(&sock, true)?;
         Ok(SocketReader {
             fd: sock.fd(),
+            socket: sock.object().clone().unbind(),
+            raw: Mutex::new(None),
             bufsize,
             closed: AtomicBool::new(false),
             state: Locked::new(ReaderState::new(held, buf)),
@@ -96,6 +137,7 @@ impl SocketReader {
         py: Python<'py>,
         size: Option<isize>,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        self.check_open_for("read")?;
         let size = size_arg(size);
         if size < -1 {
             return Err(PyValueError::new_err(
@@ -126,6 +168,7 @@ impl SocketReader {
     /// At most one system call: buffered bytes if any, else one `recv`.
     #[pyo3(signature = (size = None))]
     fn read1<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        self.check_open_for("read")?;
         let bufsize = if self.bufsize == 0 {
             DEFAULT_BUFFER_SIZE
         } else {
@@ -148,22 +191,26 @@ impl SocketReader {
     }
 
     fn readinto(&self, py: Python<'_>, b: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
+        self.check_open_for("readinto")?;
         self.readinto_impl(py, b, false)
     }
 
     fn readinto1(&self, py: Python<'_>, b: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
+        self.check_open_for("readinto")?;
         self.readinto_impl(py, b, true)
     }
 
     /// A line including its newline, at most `size` bytes when size >= 0.
     #[pyo3(signature = (size = None))]
     fn readline<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        self.check_open_for("readline")?;
         self.readline_impl(py, limit_of(size))
     }
 
     /// Lines until EOF, or until their total length exceeds `hint` (> 0).
     #[pyo3(signature = (hint = None))]
     fn readlines<'py>(&self, py: Python<'py>, hint: Option<isize>) -> PyResult<Bound<'py, PyList>> {
+        self.check_open(CLOSED_FILE)?;
         let hint = size_arg(hint);
         let lines = PyList::empty(py);
         self.with(py, |rd| {
@@ -188,6 +235,7 @@ impl SocketReader {
     /// The bytes ahead without consuming them (at least one unless at EOF).
     #[pyo3(signature = (size = 0))]
     fn peek<'py>(&self, py: Python<'py>, size: isize) -> PyResult<Bound<'py, PyBytes>> {
+        self.check_open_for("peek")?;
         self.with(py, |rd| {
             rd.check_open()?;
             if rd.st.buf.is_empty() {
@@ -228,29 +276,13 @@ impl SocketReader {
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        self.check_open_for("readline")?;
         let line = self.readline_impl(py, None)?;
         Ok(if line.as_bytes().is_empty() {
             None
         } else {
             Some(line)
         })
-    }
-
-    /// Drops the buffer and releases this file's hold on the socket.
-    fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let sock = {
-            let mut st = self.state.lock(py, "SocketReader")?;
-            let sock = st.sock.take();
-            st.buf = ReadBuf::empty();
-            st.pos = 0;
-            st.end = 0;
-            self.closed.store(true, Ordering::Release);
-            sock
-        };
-        match sock {
-            Some(sock) => sock.release(py),
-            None => Ok(()),
-        }
     }
 
     fn flush(&self) -> PyResult<()> {

@@ -40,6 +40,10 @@ impl<'py> SocketRef<'py> {
         self.fd
     }
 
+    pub fn object(&self) -> &Bound<'py, PyAny> {
+        &self.sock
+    }
+
     pub fn py(&self) -> Python<'py> {
         self.sock.py()
     }

@@ -5,6 +5,7 @@
 
 use std::os::unix::io::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use pyo3::prelude::*;
 
@@ -26,6 +27,9 @@ struct WriterState {
 #[pyclass(frozen, module = "socketserver_rs._core", name = "SocketWriter")]
 pub struct SocketWriter {
     fd: RawFd,
+    /// The Python socket (`_sock`), and `raw` once asked for.
+    socket: Py<PyAny>,
+    raw: Mutex<Option<Py<PyAny>>>,
     /// 0: every write is a `sendall`.
     bufsize: usize,
     closed: AtomicBool,
@@ -100,15 +104,15 @@ impl SocketWriter {
     /// out gathered with what is pending, so that they are never split
     /// into two sends without need.
     fn write_parts(&self, py: Python<'_>, header: &[u8], data: &[u8]) -> PyResult<()> {
-        let mut guard = self.state.lock(py, "SocketWriter")?;
-        let held = guard.sock("write to closed file")?;
         if self.bufsize == 0 {
-            // The socket may have been closed under us (no hold on it here,
-            // as in the standard library): use its current descriptor.
-            let sock = SocketRef::new(held.object(py))?;
-            drop(guard);
+            // socketserver._SocketWriter: a sendall on the socket as it is
+            // now, closed file or not (no hold on it, as in the standard
+            // library; a closed socket gives EBADF).
+            let sock = SocketRef::new(self.socket.bind(py))?;
             return sock.send_all(Parts::new(&[header, data]));
         }
+        let mut guard = self.state.lock(py, "SocketWriter")?;
+        let held = guard.sock("write to closed file")?;
         let sock = held.bind(py);
         let st: &mut WriterState = &mut guard;
         let bufsize = self.bufsize;
@@ -141,6 +145,8 @@ impl SocketWriter {
         let held = HeldSocket::new(&sock, bufsize != 0)?;
         Ok(SocketWriter {
             fd: sock.fd(),
+            socket: sock.object().clone().unbind(),
+            raw: Mutex::new(None),
             bufsize,
             closed: AtomicBool::new(false),
             state: Locked::new(WriterState {
@@ -163,6 +169,9 @@ impl SocketWriter {
     ///
     /// ValueError when data is longer than 4 GiB - 1 bytes.
     fn write_message(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<usize> {
+        // Unlike write() (which follows socketserver._SocketWriter), a
+        // message is never sent through a closed file.
+        self.check_open("write to closed file")?;
         with_bytes(py, data, |bytes| {
             let header: [u8; HEADER_LEN] = codec::encode_header(bytes.len())?;
             self.write_parts(py, &header, bytes)
@@ -179,16 +188,23 @@ impl SocketWriter {
 
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
         let mut st = self.state.lock(py, "SocketWriter")?;
-        let sock = st.sock("flush of closed file")?.bind(py);
+        let closed_msg = if self.bufsize == 0 {
+            CLOSED_FILE
+        } else {
+            "flush of closed file"
+        };
+        let sock = st.sock(closed_msg)?.bind(py);
         if self.bufsize != 0 {
             st.flush_pending(&sock)?;
         }
         Ok(())
     }
+}
 
-    /// Flushes, then releases this file's hold on the socket (even when the
-    /// flush fails; its error is raised afterwards).
-    fn close(&self, py: Python<'_>) -> PyResult<()> {
+impl SocketWriter {
+    /// This file's part of `close()`: flush, then release the hold on the
+    /// socket (even when the flush fails; its error is raised afterwards).
+    fn finish(&self, py: Python<'_>) -> PyResult<()> {
         let (flushed, held) = {
             let mut st = self.state.lock(py, "SocketWriter")?;
             let Some(held) = st.sock.take() else {
@@ -205,6 +221,15 @@ impl SocketWriter {
             (flushed, held)
         };
         flushed.and(held.release(py))
+    }
+
+    /// `_SocketWriter.fileno()` is the socket's, closed file or not.
+    fn fileno_now(&self, py: Python<'_>) -> PyResult<RawFd> {
+        if self.bufsize == 0 {
+            return self.socket.bind(py).call_method0("fileno")?.extract();
+        }
+        self.check_open(CLOSED_FILE)?;
+        Ok(self.fd)
     }
 }
 
