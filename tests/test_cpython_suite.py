@@ -1,7 +1,8 @@
 """Run CPython's own ``test.test_socketserver`` against socketserver_rs.
 
-For every CPython 3.9-3.13 installed under ``$(pyenv root)/versions`` (newest
-patch release of each minor version), the project is built and installed as a
+For every CPython 3.9-3.15 found (newest patch release of each minor version
+under ``$(pyenv root)/versions``, and ``build/cpython/3.N/bin/python3.N``, where
+``.ci/run`` makes 3.14 and 3.15 from Debian's packages), the project is built and installed as a
 real wheel into a venv kept in ``build/venvs/`` (gitignored), and the
 interpreter's own ``test.test_socketserver`` is run twice in that venv by
 ``cpython_suite_runner.py``: once against the standard ``socketserver`` (the
@@ -43,7 +44,9 @@ SOURCE_DIRS = [REPO_ROOT / "python", REPO_ROOT / "src"]
 
 pytestmark = pytest.mark.slow
 
-SUPPORTED_MINORS = range(9, 14)  # 3.9 .. 3.13
+SUPPORTED_MINORS = range(9, 16)  # 3.9 .. 3.15
+# Interpreters made for the tests (see .ci/run): build/cpython/3.N/bin/python3.N.
+MADE_INTERPRETERS_DIR = BUILD_DIR / "cpython"
 MARKER = "@@CPYTHON_SUITE_SUMMARY@@ "
 
 VENV_TIMEOUT = 180
@@ -82,12 +85,12 @@ def pyenv_root() -> Path:
 
 
 def find_interpreters() -> dict[tuple[int, int], Path]:
-    """Newest patch release of each CPython 3.9-3.13 under the pyenv root."""
+    """Newest patch release of each CPython 3.9-3.15 under the pyenv root,
+    then the ones made under build/cpython for minor versions pyenv lacks."""
     versions_dir = pyenv_root() / "versions"
     best: dict[tuple[int, int], tuple[int, Path]] = {}
-    if not versions_dir.is_dir():
-        return {}
-    for entry in versions_dir.iterdir():
+    entries = list(versions_dir.iterdir()) if versions_dir.is_dir() else []
+    for entry in entries:
         # Plain CPython releases only: "3.12.1", not "3.13.0t", "3.12-dev",
         # "pypy3.10-7.3.12" or "miniconda3-latest".
         m = re.fullmatch(r"3\.(\d+)\.(\d+)", entry.name)
@@ -101,6 +104,10 @@ def find_interpreters() -> dict[tuple[int, int], Path]:
             continue
         if (3, minor) not in best or patch > best[(3, minor)][0]:
             best[(3, minor)] = (patch, exe)
+    for minor in SUPPORTED_MINORS:
+        exe = MADE_INTERPRETERS_DIR / f"3.{minor}" / "bin" / f"python3.{minor}"
+        if (3, minor) not in best and os.access(exe, os.X_OK):
+            best[(3, minor)] = (0, exe)
     return {key: exe for key, (_, exe) in sorted(best.items())}
 
 
@@ -364,8 +371,18 @@ def test_other_interpreters_available() -> None:
     others = [exe for exe in INTERPRETERS.values() if not _is_running_interpreter(exe)]
     require(
         others,
-        f"no CPython 3.9-3.13 besides the running one found under "
-        f"{pyenv_root() / 'versions'}; found {sorted(INTERPRETERS)}",
+        f"no CPython 3.9-3.15 besides the running one found under "
+        f"{pyenv_root() / 'versions'} or {MADE_INTERPRETERS_DIR}; found {sorted(INTERPRETERS)}",
+    )
+
+
+def test_the_newest_interpreters_available() -> None:
+    """3.14 and 3.15, the two newest releases, are what new users have."""
+    missing = [f"3.{minor}" for minor in (14, 15) if (3, minor) not in INTERPRETERS]
+    require(
+        not missing,
+        f"CPython {', '.join(missing)} not found; .ci/run makes them under "
+        f"{MADE_INTERPRETERS_DIR} with the shared make-cpython.sh",
     )
 
 

@@ -30,11 +30,26 @@ mod reading;
 mod socket_ref;
 mod writer;
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
 use codec::HEADER_LEN;
 use socket_ref::{Parts, SocketRef};
 
-/// `io.DEFAULT_BUFFER_SIZE`.
-const DEFAULT_BUFFER_SIZE: usize = 8192;
+/// `io.DEFAULT_BUFFER_SIZE` of the running interpreter (8 KiB up to 3.13,
+/// 128 KiB from 3.14), read when the module is loaded.
+static DEFAULT_BUFFER_SIZE: AtomicUsize = AtomicUsize::new(8192);
+
+fn default_buffer_size() -> usize {
+    DEFAULT_BUFFER_SIZE.load(Ordering::Relaxed)
+}
+
+/// From 3.14 `BufferedWriter` writes data that would fill its empty buffer
+/// exactly straight through instead of holding it.
+static FULL_BUFFER_WRITES_THROUGH: AtomicBool = AtomicBool::new(false);
+
+fn full_buffer_writes_through() -> bool {
+    FULL_BUFFER_WRITES_THROUGH.load(Ordering::Relaxed)
+}
 
 fn closed_error(msg: &str) -> PyErr {
     PyValueError::new_err(msg.to_string())
@@ -146,6 +161,13 @@ fn recv_message<'py>(
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let size: usize = m
+        .py()
+        .import("io")?
+        .getattr("DEFAULT_BUFFER_SIZE")?
+        .extract()?;
+    DEFAULT_BUFFER_SIZE.store(size.max(1), Ordering::Relaxed);
+    FULL_BUFFER_WRITES_THROUGH.store(m.py().version_info() >= (3, 14), Ordering::Relaxed);
     m.add_class::<reader::SocketReader>()?;
     m.add_class::<writer::SocketWriter>()?;
     m.add_function(wrap_pyfunction!(send_message, m)?)?;

@@ -13,7 +13,7 @@ use super::codec::{self, max_size_arg};
 use super::lock::Locked;
 use super::reading::{Rd, ReaderState};
 use super::socket_ref::{HeldSocket, SocketRef};
-use super::{bytes_or_none, closed_error, with_writable, DEFAULT_BUFFER_SIZE};
+use super::{bytes_or_none, closed_error, default_buffer_size, with_writable};
 use crate::readbuf::ReadBuf;
 use crate::socket_file::{socket_file_methods, CLOSED_FILE};
 
@@ -115,7 +115,7 @@ impl SocketReader {
     #[pyo3(signature = (sock, bufsize = -1))]
     fn new(sock: &Bound<'_, PyAny>, bufsize: isize) -> PyResult<Self> {
         let sock = SocketRef::new(sock)?;
-        let bufsize = usize::try_from(bufsize).unwrap_or(DEFAULT_BUFFER_SIZE);
+        let bufsize = usize::try_from(bufsize).unwrap_or(default_buffer_size());
         let buf = ReadBuf::new(bufsize).ok_or_else(|| {
             PyMemoryError::new_err(format!("cannot allocate a {bufsize}-byte buffer"))
         })?;
@@ -170,7 +170,7 @@ impl SocketReader {
     fn read1<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
         self.check_open_for("read")?;
         let bufsize = if self.bufsize == 0 {
-            DEFAULT_BUFFER_SIZE
+            default_buffer_size()
         } else {
             self.bufsize
         };

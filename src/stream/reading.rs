@@ -12,7 +12,7 @@ use pyo3::types::PyBytes;
 
 use super::codec::{self, FrameError, HEADER_LEN};
 use super::socket_ref::{would_block_error, HeldSocket, IoFail, SocketRef};
-use super::{closed_error, reserve, DEFAULT_BUFFER_SIZE};
+use super::{closed_error, default_buffer_size, reserve};
 use crate::readbuf::ReadBuf;
 use crate::socket_file::CLOSED_FILE;
 use crate::sys::{MsgFlags, MSG_PEEK};
@@ -220,7 +220,7 @@ impl<'py> Rd<'_, 'py> {
 
     /// `RawIOBase.readall`.
     pub fn raw_readall(&mut self, mut out: Vec<u8>) -> PyResult<Option<Vec<u8>>> {
-        let mut chunk = DEFAULT_BUFFER_SIZE;
+        let mut chunk = default_buffer_size();
         loop {
             match self.read_appending(&mut out, chunk, ReadKind::Recv(0))? {
                 Some(0) => return Ok(Some(out)),
@@ -242,7 +242,7 @@ impl<'py> Rd<'_, 'py> {
         loop {
             let want = match limit {
                 Some(limit) => limit - out.len(),
-                None => DEFAULT_BUFFER_SIZE,
+                None => default_buffer_size(),
             };
             if want == 0 {
                 self.check_open()?;
@@ -277,7 +277,8 @@ impl<'py> Rd<'_, 'py> {
 
     /// `peek()` of an unbuffered reader: what one `recv` would return.
     pub fn raw_peek(&mut self, size: usize) -> PyResult<Vec<u8>> {
-        let want = size.clamp(DEFAULT_BUFFER_SIZE, 1 << 16);
+        let least = default_buffer_size();
+        let want = size.clamp(least, least.max(1 << 16));
         let mut out = Vec::new();
         self.read_appending(&mut out, want, ReadKind::Recv(MSG_PEEK))?;
         Ok(out)

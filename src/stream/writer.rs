@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use super::codec::{self, HEADER_LEN};
 use super::lock::Locked;
 use super::socket_ref::{blocking_write_error, HeldSocket, Parts, SocketRef};
-use super::{closed_error, reserve, with_bytes, DEFAULT_BUFFER_SIZE};
+use super::{closed_error, default_buffer_size, full_buffer_writes_through, reserve, with_bytes};
 use crate::socket_file::{socket_file_methods, CLOSED_FILE};
 
 struct WriterState {
@@ -120,12 +120,22 @@ impl SocketWriter {
             st.buf.clear();
             st.wpos = 0;
         }
-        if header.len() + data.len() <= bufsize - st.buf.len().min(bufsize) {
+        let len = header.len() + data.len();
+        let buffered = st.buf.len() - st.wpos;
+        // What may stay in the buffer after a send: up to 3.13 a full
+        // buffer's worth; from 3.14 less, as BufferedWriter writes data that
+        // fills its empty buffer exactly straight through.
+        let keep = if full_buffer_writes_through() {
+            bufsize - 1
+        } else {
+            bufsize
+        };
+        if len <= bufsize - st.buf.len().min(bufsize) && (buffered > 0 || len <= keep) {
             st.buf.extend_from_slice(header);
             st.buf.extend_from_slice(data);
             return Ok(());
         }
-        st.send_through(&sock, header, data, bufsize)
+        st.send_through(&sock, header, data, keep)
     }
 
     fn write_obj(&self, py: Python<'_>, b: &Bound<'_, PyAny>) -> PyResult<usize> {
@@ -139,7 +149,7 @@ impl SocketWriter {
     #[pyo3(signature = (sock, bufsize = 0))]
     fn new(sock: &Bound<'_, PyAny>, bufsize: isize) -> PyResult<Self> {
         let sock = SocketRef::new(sock)?;
-        let bufsize = usize::try_from(bufsize).unwrap_or(DEFAULT_BUFFER_SIZE);
+        let bufsize = usize::try_from(bufsize).unwrap_or(default_buffer_size());
         let mut buf = Vec::new();
         reserve(&mut buf, bufsize)?;
         let held = HeldSocket::new(&sock, bufsize != 0)?;
