@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.mode == "substituted":
             replacement = _substitute()
             summary["socketserver_rs_file"] = getattr(replacement, "__file__", None)
-            summary["socketserver_rs_version"] = getattr(replacement, "__version__", None)
+            summary["socketserver_rs_version"] = replacement._core.__version__
             problems = _check_origin(replacement, args.expect_under, args.forbid_under)
             summary["checks"].append(
                 "socketserver_rs origin: " + ", ".join(_module_files(replacement))

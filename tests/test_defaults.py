@@ -2,11 +2,13 @@
 README's table): TCP_NODELAY on accepted connections and the listen
 backlog; the class attributes themselves keep the standard values."""
 
+import importlib.metadata
 import queue
 import select
 import socket
 import socketserver
 import time
+import warnings
 
 import pytest
 from conftest import IO_TIMEOUT, faithful, stream_request
@@ -99,3 +101,33 @@ def test_a_request_queue_size_set_by_the_user_is_kept(module):
 
     with Small(("127.0.0.1", 0), Recorder) as server:
         assert completed_connects(server) <= 4
+
+
+def test_version_is_the_standard_modules():
+    """socketserver.__version__ is "0.4" (deprecated from 3.15 on); this
+    package's own version is in its metadata."""
+    caught = {}
+    for mod in (socketserver, socketserver_rs):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            version = mod.__version__
+        caught[mod.__name__] = (version, [w.category for w in seen])
+    assert caught["socketserver_rs"] == caught["socketserver"]
+    assert caught["socketserver"][0] == "0.4"
+    assert importlib.metadata.version("socketserver_rs") == socketserver_rs._core.__version__
+
+
+@pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="no SO_REUSEPORT here")
+def test_reuse_port_only_for_internet_families(unix_path):
+    """Linux 6.12.9+ refuses SO_REUSEPORT on AF_UNIX; it is set for TCP only."""
+
+    class Unix(socketserver_rs.UnixStreamServer):
+        allow_reuse_port = True
+
+    class Tcp(socketserver_rs.TCPServer):
+        allow_reuse_port = True
+
+    with Unix(unix_path, socketserver_rs.BaseRequestHandler) as server:
+        assert server.socket.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 0
+    with Tcp(("127.0.0.1", 0), socketserver_rs.BaseRequestHandler) as server:
+        assert server.socket.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 1

@@ -8,8 +8,8 @@ the rfile/wfile of StreamRequestHandler run in Rust.
 
 import os
 import socket
+import sys
 
-from socketserver_rs._core import __version__ as __version__
 from socketserver_rs.handlers import (
     BaseRequestHandler,
     DatagramRequestHandler,
@@ -84,6 +84,22 @@ if hasattr(socket, "AF_UNIX"):
 
         class ForkingUnixDatagramServer(ForkingMixIn, UnixDatagramServer):
             pass
+
+
+def __getattr__(name):
+    # The standard module's __version__ is "0.4", deprecated from 3.15 on.
+    # This package's own version: importlib.metadata.version("socketserver_rs").
+    if name == "__version__":
+        if sys.version_info >= (3, 15):
+            import warnings
+
+            warnings.warn(
+                "'__version__' is deprecated and slated for removal in Python 3.20",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        return "0.4"
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _present_as_socketserver():

@@ -465,7 +465,13 @@ class TCPServer(BaseServer):
         """
         reuse_address = bool(self.allow_reuse_address) or _reuse_by_default(self.socket)
         reuse_address = reuse_address and hasattr(socket, "SO_REUSEADDR")
-        reuse_port = bool(self.allow_reuse_port) and hasattr(socket, "SO_REUSEPORT")
+        # Linux (6.12.9 on) refuses SO_REUSEPORT for families other than
+        # AF_INET/AF_INET6; the standard module skips it there from 3.14.
+        reuse_port = (
+            bool(self.allow_reuse_port)
+            and hasattr(socket, "SO_REUSEPORT")
+            and self.address_family in _TCP_FAMILIES
+        )
         if reuse_address or reuse_port:
             _core.set_reuse(self.socket.fileno(), reuse_address, reuse_port)
         self.socket.bind(self.server_address)
