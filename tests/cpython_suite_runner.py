@@ -32,10 +32,12 @@ import io
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 import traceback
 import unittest
+import warnings
 
 MARKER = "@@CPYTHON_SUITE_SUMMARY@@ "
 SUITE_MODULE = "test.test_socketserver"
@@ -83,6 +85,38 @@ def _substitute() -> object:
 
     sys.modules["socketserver"] = socketserver_rs
     return socketserver_rs
+
+
+_FORK_CLIENT = (
+    "import socket, sys; c = socket.create_connection(('127.0.0.1', int(sys.argv[1])), 10); "
+    "c.sendall(b'fork\\n'); print(c.recv(16).decode().strip())"
+)
+
+
+def _fork_warnings(module) -> tuple[str, list[str]]:
+    """Serve one request with module's ForkingTCPServer from this (single-
+    threaded) process: what the client got, and the warnings the fork gave.
+    From 3.12 os.fork() warns when other threads exist; the core must not
+    have started any."""
+    if not hasattr(module, "ForkingTCPServer"):
+        return "no fork", []
+
+    class Upper(module.StreamRequestHandler):
+        def handle(self):
+            self.wfile.write(self.rfile.readline().upper())
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with module.ForkingTCPServer(("127.0.0.1", 0), Upper) as server:
+            server.timeout = 10
+            client = subprocess.Popen(
+                [sys.executable, "-I", "-c", _FORK_CLIENT, str(server.server_address[1])],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            server.handle_request()
+            reply = client.communicate(timeout=10)[0].strip()
+    return reply, [f"{w.category.__name__}: {w.message}" for w in caught]
 
 
 class _Result(unittest.TextTestResult):
@@ -169,6 +203,14 @@ def main(argv: list[str] | None = None) -> int:
                 "socketserver_rs origin: " + ", ".join(_module_files(replacement))
             )
             summary["check_problems"].extend(problems)
+            reply, fork_warnings = _fork_warnings(replacement)
+            if reply not in ("FORK", "no fork") or fork_warnings:
+                summary["check_problems"].append(
+                    f"ForkingTCPServer from a single-threaded process: reply {reply!r}, "
+                    f"warnings {fork_warnings}"
+                )
+            else:
+                summary["checks"].append(f"ForkingTCPServer forks without warnings ({reply})")
         try:
             suite_module = importlib.import_module(SUITE_MODULE)
         except unittest.SkipTest as exc:

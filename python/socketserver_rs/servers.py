@@ -435,7 +435,9 @@ class TCPServer(BaseServer):
 
     socket_type = socket.SOCK_STREAM
 
-    request_queue_size = 5
+    # 3.15's standard module listens with socket.SOMAXCONN; before, 5 (which
+    # server_activate() takes as SOMAXCONN all the same).
+    request_queue_size = getattr(socket, "SOMAXCONN", 5) if sys.version_info >= (3, 15) else 5
 
     allow_reuse_address = False
 
