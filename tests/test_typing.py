@@ -3,11 +3,12 @@
 The programs are written the way the socketserver documentation's examples
 are, annotated as `mypy --strict` asks. The shared ones are checked twice,
 with `import socketserver` and with `import socketserver_rs as socketserver`,
-under `mypy --strict` and under pyright's standard rules (basedpyright, which
-bundles pyright and the node it runs on); the ones that use our extras only
-with ours. Their assert_type() lines make sure that what the standard
-module's types name (rfile, wfile, server, server_address ...) is not Any
-with ours, and each program also runs, so that what its types claim holds.
+under `mypy --strict` and under pyright's standard and strict rules
+(basedpyright, which bundles pyright and the node it runs on); the ones that
+use our extras only with ours. Their assert_type() lines make sure that what
+the standard module's types name (rfile, wfile, server, server_address ...)
+is not Any with ours, and each program also runs, so that what its types
+claim holds.
 """
 
 import json
@@ -291,7 +292,7 @@ def exchange(handler: type[socketserver.MessageRequestHandler], *messages: bytes
     with socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler) as server:
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
         thread.start()
-        replies = []
+        replies: list[bytes] = []
         try:
             port = server.server_address[1]
             with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
@@ -481,15 +482,16 @@ def basedpyright():
     return str(beside) if beside.exists() else shutil.which("basedpyright")
 
 
+@pytest.mark.parametrize("mode", ["standard", "strict"])
 @pytest.mark.parametrize("module", MODULES)
-def test_pyright(module, tmp_path):
+def test_pyright(module, mode, tmp_path):
     command = basedpyright()
     require(command, "basedpyright is not installed (pip install '.[test]')")
     files = write_programs(module, tmp_path)
-    # Pyright's own default rules, not basedpyright's stricter ones (files
-    # named on the command line would make it ignore this configuration).
+    # Pyright's own rules, its default and its strict ones, not basedpyright's
+    # (files named on the command line would make it ignore this configuration).
     # Pyright itself assumes the platform it runs on; basedpyright, all of them.
-    config = {"include": files, "typeCheckingMode": "standard", "pythonPlatform": "Linux"}
+    config = {"include": files, "typeCheckingMode": mode, "pythonPlatform": "Linux"}
     (tmp_path / "pyrightconfig.json").write_text(json.dumps(config))
     options = ["--outputjson", "--project", "pyrightconfig.json", "--pythonpath", sys.executable]
     result = subprocess.run(
