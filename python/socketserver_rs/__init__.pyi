@@ -1,0 +1,58 @@
+import sys
+
+from socketserver_rs._core import __version__ as __version__
+from socketserver_rs.handlers import BaseRequestHandler as BaseRequestHandler
+from socketserver_rs.handlers import DatagramRequestHandler as DatagramRequestHandler
+from socketserver_rs.handlers import StreamRequestHandler as StreamRequestHandler
+from socketserver_rs.messages import MessageRequestHandler as MessageRequestHandler
+from socketserver_rs.messages import recv_message as recv_message
+from socketserver_rs.messages import send_message as send_message
+from socketserver_rs.mixins import ThreadingMixIn as ThreadingMixIn
+from socketserver_rs.patching import patch as patch
+from socketserver_rs.servers import BaseServer as BaseServer
+from socketserver_rs.servers import TCPServer as TCPServer
+from socketserver_rs.servers import UDPServer as UDPServer
+
+if sys.platform != "win32":
+    from socketserver_rs.mixins import ForkingMixIn as ForkingMixIn
+    from socketserver_rs.servers import UnixDatagramServer as UnixDatagramServer
+    from socketserver_rs.servers import UnixStreamServer as UnixStreamServer
+
+__all__ = [
+    "BaseServer",
+    "TCPServer",
+    "UDPServer",
+    "ThreadingUDPServer",
+    "ThreadingTCPServer",
+    "BaseRequestHandler",
+    "StreamRequestHandler",
+    "DatagramRequestHandler",
+    "ThreadingMixIn",
+]
+if sys.platform != "win32":
+    __all__ += [
+        "ForkingUDPServer",
+        "ForkingTCPServer",
+        "ForkingMixIn",
+        "UnixStreamServer",
+        "UnixDatagramServer",
+        "ThreadingUnixStreamServer",
+        "ThreadingUnixDatagramServer",
+        # The standard module has these two from Python 3.12 on; this one on
+        # every version.
+        "ForkingUnixStreamServer",
+        "ForkingUnixDatagramServer",
+    ]
+
+if sys.platform != "win32":
+    class ForkingUDPServer(ForkingMixIn, UDPServer): ...
+    class ForkingTCPServer(ForkingMixIn, TCPServer): ...
+
+class ThreadingUDPServer(ThreadingMixIn, UDPServer): ...
+class ThreadingTCPServer(ThreadingMixIn, TCPServer): ...
+
+if sys.platform != "win32":
+    class ThreadingUnixStreamServer(ThreadingMixIn, UnixStreamServer): ...
+    class ThreadingUnixDatagramServer(ThreadingMixIn, UnixDatagramServer): ...
+    class ForkingUnixStreamServer(ForkingMixIn, UnixStreamServer): ...
+    class ForkingUnixDatagramServer(ForkingMixIn, UnixDatagramServer): ...

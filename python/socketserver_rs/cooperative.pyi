@@ -1,0 +1,3 @@
+__all__ = ["cooperative"]
+
+def cooperative() -> bool: ...

@@ -1,0 +1,3 @@
+__all__ = ["patch"]
+
+def patch() -> None: ...
