@@ -1,6 +1,7 @@
 import sys
 
-from socketserver_rs._core import __version__ as __version__
+# The standard module's "0.4" (deprecated from 3.15); not this package's version.
+__version__: str
 from socketserver_rs.handlers import BaseRequestHandler as BaseRequestHandler
 from socketserver_rs.handlers import DatagramRequestHandler as DatagramRequestHandler
 from socketserver_rs.handlers import StreamRequestHandler as StreamRequestHandler
