@@ -1,7 +1,5 @@
 import sys
 
-# The standard module's "0.4" (deprecated from 3.15); not this package's version.
-__version__: str
 from socketserver_rs.handlers import BaseRequestHandler as BaseRequestHandler
 from socketserver_rs.handlers import DatagramRequestHandler as DatagramRequestHandler
 from socketserver_rs.handlers import StreamRequestHandler as StreamRequestHandler
@@ -13,6 +11,9 @@ from socketserver_rs.patching import patch as patch
 from socketserver_rs.servers import BaseServer as BaseServer
 from socketserver_rs.servers import TCPServer as TCPServer
 from socketserver_rs.servers import UDPServer as UDPServer
+
+# The standard module's "0.4" (deprecated from 3.15); not this package's version.
+__version__: str
 
 if sys.platform != "win32":
     from socketserver_rs.mixins import ForkingMixIn as ForkingMixIn
