@@ -13,7 +13,11 @@ mod socket_file;
 mod stream;
 mod sys;
 
-#[pymodule(gil_used = false)]
+/// `gil_used = true`: a free-threaded interpreter keeps its GIL on while this
+/// module is loaded. The core is written for free threading (frozen
+/// classes, state behind locks and atomics), but no free-threaded CPython
+/// could be tested here; see the README.
+#[pymodule(gil_used = true)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     listener::register(m)?;
