@@ -1,15 +1,23 @@
-"""Command line: ``python -m socketserver_rs echo [--udp] [--bind ADDR] [port]``.
+"""Command line: ``python -m socketserver_rs {echo,http,run} ...``.
 
-Runs a threaded echo server on the Rust core, prints where it listens, and
-stops cleanly on Ctrl-C.
+- ``echo [--udp] [-b ADDR] [port]``: a threaded echo server on the core.
+- ``http [port] [-b ADDR] [-d DIR] ...``: ``python -m http.server`` of the
+  running interpreter, with every option it has, on the core.
+- ``run script.py [args...]`` / ``run -m module [args...]``: an unmodified
+  program with ``socketserver`` resolving to socketserver_rs.
 """
 
 import argparse
+import contextlib
+import os
+import runpy
 import socket
 import sys
 
 import socketserver_rs as socketserver
+from socketserver_rs._core import __version__
 
+PROG = "python -m socketserver_rs"
 DEFAULT_PORT = 9000
 
 
@@ -48,29 +56,18 @@ def make_echo_server(host, port, udp=False):
     return EchoServer((host, port), handler)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m socketserver_rs",
-        description="Servers on the socketserver_rs core.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    echo = commands.add_parser("echo", help="run a threaded echo server")
-    echo.add_argument("--udp", action="store_true", help="echo UDP datagrams instead of TCP")
-    echo.add_argument(
-        "--bind",
-        default="127.0.0.1",
-        metavar="ADDR",
-        help="address to listen on (default: 127.0.0.1; '::' or '0.0.0.0' for all)",
-    )
-    echo.add_argument(
-        "port",
-        nargs="?",
-        type=int,
-        default=DEFAULT_PORT,
-        help=f"port to listen on (default: {DEFAULT_PORT}; 0 picks a free one)",
-    )
-    args = parser.parse_args(argv)
+def port_number(text):
+    """argparse type: a TCP/UDP port, 0-65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, not {port}")
+    return port
 
+
+def run_echo(args, parser):
     try:
         server = make_echo_server(args.bind, args.port, args.udp)
     except OSError as err:
@@ -85,6 +82,119 @@ def main(argv=None):
         except KeyboardInterrupt:
             print("\nKeyboard interrupt received, stopping.", flush=True)
     return 0
+
+
+@contextlib.contextmanager
+def _http_command_line(prog):
+    """Inside: http.server's parser calls itself `prog`, and a port out of
+    range is a usage error (http.server's own parser takes any int, and the
+    bind() that follows ends in a traceback)."""
+    parse_args = argparse.ArgumentParser.parse_args
+
+    def checked(self, args=None, namespace=None):
+        self.prog = prog
+        parsed = parse_args(self, args, namespace)
+        port = getattr(parsed, "port", None)
+        if isinstance(port, int) and not 0 <= port <= 65535:
+            self.error(f"argument port: port must be 0-65535, not {port}")
+        return parsed
+
+    argparse.ArgumentParser.parse_args = checked
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.parse_args = parse_args
+
+
+def run_http(http_args):
+    """`python -m http.server` of this interpreter, on the core."""
+    socketserver.patch()
+    sys.argv[1:] = http_args
+    with _http_command_line(f"{PROG} http"):
+        runpy.run_module("http.server", run_name="__main__", alter_sys=True)
+    return 0
+
+
+def run_program(target, args, module):
+    """Run a script (or a module, as -m does) with socketserver resolving
+    to socketserver_rs, as `python -m cProfile` runs one: same sys.argv,
+    __main__ and sys.path[0]; its exit status is ours."""
+    socketserver.patch()
+    if module:
+        sys.argv[:] = [target, *args]
+        runpy.run_module(target, run_name="__main__", alter_sys=True)
+        return 0
+    sys.argv[:] = [target, *args]
+    sys.path[0] = os.path.dirname(os.path.abspath(target))
+    runpy.run_path(target, run_name="__main__")
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Servers and programs on the socketserver_rs core.",
+    )
+    parser.add_argument("--version", action="version", version=f"socketserver_rs {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    echo = commands.add_parser(
+        "echo", help="run a threaded echo server", description="A threaded echo server."
+    )
+    echo.add_argument("--udp", action="store_true", help="echo UDP datagrams instead of TCP")
+    echo.add_argument(
+        "-b",
+        "--bind",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="address to listen on (default: 127.0.0.1; '::' or '0.0.0.0' for all)",
+    )
+    echo.add_argument(
+        "port",
+        nargs="?",
+        type=port_number,
+        default=DEFAULT_PORT,
+        help=f"port to listen on (default: {DEFAULT_PORT}; 0 picks a free one)",
+    )
+
+    # http and run hand their arguments on as they are (see main()); these
+    # entries give the help text.
+    commands.add_parser(
+        "http",
+        help="python -m http.server, with all its options, on the core",
+        description="Runs this interpreter's http.server command line on the core; "
+        f"`{PROG} http --help` lists its options.",
+    )
+    run = commands.add_parser(
+        "run",
+        help="run a program (script or -m module) with socketserver replaced",
+        usage=f"{PROG} run [-h] (script.py | -m module) [args ...]",
+        description="Runs an unmodified program with `import socketserver` resolving to "
+        "socketserver_rs, as `python -m cProfile` runs one: the same sys.argv, "
+        "__main__, sys.path[0] and exit status.",
+    )
+    return parser, run
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser, run = build_parser()
+    if argv[:1] == ["http"]:
+        return run_http(argv[1:])
+    if argv[:1] == ["run"]:
+        rest = argv[1:]
+        if rest[:1] in (["-h"], ["--help"]):
+            run.print_help()
+            return 0
+        if rest[:1] == ["-m"]:
+            if len(rest) < 2:
+                run.error("-m needs a module name")
+            return run_program(rest[1], rest[2:], module=True)
+        if not rest or rest[0].startswith("-"):
+            run.error("give a script, or -m and a module")
+        return run_program(rest[0], rest[1:], module=False)
+    args = parser.parse_args(argv)
+    return run_echo(args, parser)
 
 
 if __name__ == "__main__":

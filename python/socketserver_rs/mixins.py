@@ -13,6 +13,7 @@ from functools import partial
 from socketserver_rs import _core
 from socketserver_rs.cooperative import cooperative
 from socketserver_rs.fast_path import standard_hooks
+from socketserver_rs.tls import complete_handshake
 
 __all__ = ["ThreadingMixIn"]
 if hasattr(os, "fork"):
@@ -225,7 +226,8 @@ def _spawner(server, threads):
 
 
 def _process_request_thread(server, request, client_address):
-    server.process_request_thread(request, client_address)
+    if complete_handshake(server, request, client_address):
+        server.process_request_thread(request, client_address)
 
 
 @standard_hooks
@@ -251,6 +253,10 @@ class ThreadingMixIn:
     max_threads: int | None = None
     # Seconds a worker waits for another request before it retires.
     idle_thread_timeout: float = 10.0
+    # Seconds a TLS client has to finish its handshake, on the worker, when
+    # the server's socket was wrapped for TLS (see tls.py).
+    handshake_timeout: float = 5.0
+    _handshake_in_worker = True
 
     _threads = _WorkerThreads()
 
@@ -281,7 +287,7 @@ class ThreadingMixIn:
 
         def run():
             try:
-                self.process_request_thread(request, client_address)
+                _process_request_thread(self, request, client_address)
             finally:
                 threads.discard(thread)
 

@@ -25,6 +25,7 @@ class ThreadingMixIn:
     max_threads: int | None
     # Seconds an idle worker thread waits for a request before it ends.
     idle_thread_timeout: float
+    handshake_timeout: float
     def process_request_thread(
         self, request: _RequestType, client_address: _RetAddress
     ) -> None: ...

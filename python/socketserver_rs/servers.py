@@ -20,6 +20,7 @@ from functools import partial
 from socketserver_rs import _core
 from socketserver_rs.cooperative import cooperative
 from socketserver_rs.fast_path import hooks_are_standard, standard_hooks
+from socketserver_rs.tls import accept_deferring_handshake
 
 __all__ = ["BaseServer", "TCPServer", "UDPServer"]
 if hasattr(socket, "AF_UNIX"):
@@ -443,6 +444,9 @@ class TCPServer(BaseServer):
 
     allow_reuse_port = False
 
+    # Whether a TLS handshake may wait for the request's worker (tls.py).
+    _handshake_in_worker = False
+
     def __init__(self, server_address, RequestHandlerClass, bind_and_activate=True):
         """Constructor.  May be extended, do not override."""
         BaseServer.__init__(self, server_address, RequestHandlerClass)
@@ -511,9 +515,12 @@ class TCPServer(BaseServer):
         May be overridden.
 
         TCP connections get TCP_NODELAY, so that a reply written in
-        several pieces is not held back by Nagle's algorithm.
+        several pieces is not held back by Nagle's algorithm. A threading
+        server whose socket is wrapped for TLS leaves the handshake to the
+        request's worker (see tls.py).
         """
-        request, client_address = self.socket.accept()
+        deferred = self._handshake_in_worker and accept_deferring_handshake(self.socket)
+        request, client_address = deferred or self.socket.accept()
         if _is_tcp(request):
             try:
                 request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -1,0 +1,12 @@
+import socket
+
+from socketserver_rs.servers import BaseServer, _RetAddress
+
+__all__ = ["accept_deferring_handshake", "complete_handshake"]
+
+def accept_deferring_handshake(
+    listener: socket.socket,
+) -> tuple[socket.socket, _RetAddress] | None: ...
+def complete_handshake(
+    server: BaseServer, request: socket.socket, client_address: _RetAddress
+) -> bool: ...
