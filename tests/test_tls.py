@@ -227,3 +227,33 @@ def test_http_over_tls_matches_http_server_and_survives_silent_clients(tmp_path)
             for proc in (ours, theirs):
                 proc.terminate()
                 proc.communicate(timeout=IO_TIMEOUT)
+
+
+def test_ssl_context_wraps_the_server_and_serves_verified_clients(serving):
+    class Echo(socketserver_rs.StreamRequestHandler):
+        def handle(self):
+            self.wfile.write(self.rfile.readline().upper())
+
+    class Server(socketserver_rs.ThreadingTCPServer):
+        daemon_threads = True
+
+    server = serving(Server(("127.0.0.1", 0), Echo, ssl_context=server_context()))
+    assert isinstance(server.socket, ssl.SSLSocket)
+    silent = socket.create_connection(server.server_address)
+    try:
+        assert tls_request(server.server_address, b"over tls\n") == b"OVER TLS\n"
+    finally:
+        silent.close()
+
+
+def test_ssl_context_as_a_class_attribute(serving):
+    class Echo(socketserver_rs.StreamRequestHandler):
+        def handle(self):
+            self.wfile.write(self.rfile.readline()[::-1])
+
+    class Server(socketserver_rs.ThreadingTCPServer):
+        daemon_threads = True
+        ssl_context = server_context()
+
+    server = serving(Server(("127.0.0.1", 0), Echo))
+    assert tls_request(server.server_address, b"abc\n") == b"\ncba"

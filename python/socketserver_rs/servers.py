@@ -55,6 +55,17 @@ def _backlog(server):
     return server.request_queue_size
 
 
+def _client_went_away(exc):
+    """A broken pipe, a reset, a timeout, or a TLS connection cut short: the
+    client's doing, not the handler's."""
+    if isinstance(exc, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)):
+        return True
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return True
+    ssl = sys.modules.get("ssl")
+    return ssl is not None and isinstance(exc, ssl.SSLEOFError)
+
+
 def _new_serve_loop():
     # What the paths taken when descriptors run out need is loaded now, while
     # there are descriptors to load it with: the logger the core reports
@@ -111,6 +122,10 @@ class BaseServer:
     """
 
     timeout: float | None = None
+
+    # Opt-in: handle_error() logs a client that went away in one line
+    # instead of printing a traceback (see _client_went_away()).
+    quiet_disconnects = False
 
     def __init__(self, server_address, RequestHandlerClass):
         """Constructor.  May be extended, do not override."""
@@ -304,8 +319,17 @@ class BaseServer:
     def handle_error(self, request, client_address):
         """Handle an error gracefully.  May be overridden.
 
-        The default is to print a traceback and continue.
+        The default is to print a traceback and continue. With
+        quiet_disconnects, a client that went away (broken pipe, reset,
+        timeout) is one INFO line through the socketserver_rs logger instead.
         """
+        if self.quiet_disconnects and _client_went_away(sys.exc_info()[1]):
+            import logging
+
+            logging.getLogger("socketserver_rs").info(
+                "client %s went away: %r", client_address, sys.exc_info()[1]
+            )
+            return
         print("-" * 40, file=sys.stderr)
         print(
             "Exception occurred during processing of request from",
@@ -444,11 +468,25 @@ class TCPServer(BaseServer):
 
     allow_reuse_port = False
 
+    # Opt-in: an ssl.SSLContext that server_activate() wraps the listening
+    # socket with; a threading server then completes each handshake on the
+    # request's worker, within handshake_timeout (see tls.py).
+    ssl_context = None
+
+    # Opt-in: with address_family = AF_INET6, accept IPv4 clients on the
+    # same socket (IPV6_V6ONLY off), as socket.create_server(...,
+    # dualstack_ipv6=True) does; they appear as ('::ffff:a.b.c.d', port, 0, 0).
+    dualstack_ipv6 = False
+
     # Whether a TLS handshake may wait for the request's worker (tls.py).
     _handshake_in_worker = False
 
-    def __init__(self, server_address, RequestHandlerClass, bind_and_activate=True):
+    def __init__(
+        self, server_address, RequestHandlerClass, bind_and_activate=True, *, ssl_context=None
+    ):
         """Constructor.  May be extended, do not override."""
+        if ssl_context is not None:
+            self.ssl_context = ssl_context
         BaseServer.__init__(self, server_address, RequestHandlerClass)
         self.socket = socket.socket(self.address_family, self.socket_type)
         if bind_and_activate:
@@ -480,6 +518,12 @@ class TCPServer(BaseServer):
         )
         if reuse_address or reuse_port:
             _core.set_reuse(self.socket.fileno(), reuse_address, reuse_port)
+        if self.dualstack_ipv6:
+            if self.address_family != getattr(socket, "AF_INET6", None):
+                raise ValueError("dualstack_ipv6 requires address_family = socket.AF_INET6")
+            if not socket.has_dualstack_ipv6():
+                raise ValueError("dualstack_ipv6 is not supported on this platform")
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         self.socket.bind(self.server_address)
         self.server_address = self.socket.getsockname()
 
@@ -494,6 +538,8 @@ class TCPServer(BaseServer):
         a value set by a subclass or instance is used as given.
         """
         self.socket.listen(_backlog(self))
+        if self.ssl_context is not None:
+            self.socket = self.ssl_context.wrap_socket(self.socket, server_side=True)
 
     def server_close(self):
         """Called to clean-up the server.

@@ -1,3 +1,4 @@
+import ssl
 import sys
 import types
 from collections.abc import Callable
@@ -26,6 +27,7 @@ _AfInet6Address: TypeAlias = tuple[str | bytes | bytearray, int, int, int]
 class BaseServer:
     server_address: _Address
     timeout: float | None
+    quiet_disconnects: bool
     RequestHandlerClass: Callable[[Any, _RetAddress, Self], BaseRequestHandler]
     def __init__(
         self,
@@ -62,6 +64,8 @@ class TCPServer(BaseServer):
     allow_reuse_address: bool
     # The standard module has it from Python 3.11 on; this one on every version.
     allow_reuse_port: bool
+    ssl_context: ssl.SSLContext | None
+    dualstack_ipv6: bool
     socket: _socket
     server_address: _AfInetAddress | _AfInet6Address
     def __init__(
@@ -69,6 +73,8 @@ class TCPServer(BaseServer):
         server_address: _AfInetAddress | _AfInet6Address,
         RequestHandlerClass: Callable[[Any, _RetAddress, Self], BaseRequestHandler],
         bind_and_activate: bool = True,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None: ...
     def server_bind(self) -> None: ...
     def fileno(self) -> int: ...
@@ -86,6 +92,8 @@ if sys.platform != "win32":
             server_address: _AfUnixAddress,
             RequestHandlerClass: Callable[[Any, _RetAddress, Self], BaseRequestHandler],
             bind_and_activate: bool = True,
+            *,
+            ssl_context: ssl.SSLContext | None = None,
         ) -> None: ...
 
     class UnixDatagramServer(UDPServer):
@@ -95,4 +103,6 @@ if sys.platform != "win32":
             server_address: _AfUnixAddress,
             RequestHandlerClass: Callable[[Any, _RetAddress, Self], BaseRequestHandler],
             bind_and_activate: bool = True,
+            *,
+            ssl_context: ssl.SSLContext | None = None,
         ) -> None: ...
