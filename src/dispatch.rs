@@ -186,7 +186,10 @@ impl FastPath {
             }
         };
         match address_to_py(py, &address) {
-            Ok(address) => Ok(Some((request, address))),
+            Ok(address) => {
+                serve_loop.stats().request_taken();
+                Ok(Some((request, address)))
+            }
             Err(err) => {
                 serve_loop.request_lost(py, &err);
                 if let Err(err) = request.call_method0(intern!(py, "close")) {
@@ -212,7 +215,10 @@ impl FastPath {
             .into_pyobject(py)?
             .into_any();
         match address_to_py(py, &address) {
-            Ok(address) => Ok(Some((request, address))),
+            Ok(address) => {
+                self.serve_loop.get().stats().request_taken();
+                Ok(Some((request, address)))
+            }
             Err(err) => {
                 self.serve_loop.get().request_lost(py, &err);
                 Ok(None)

@@ -10,6 +10,7 @@ mod pool;
 mod readbuf;
 mod serve;
 mod socket_file;
+mod stats;
 mod stream;
 mod sys;
 
@@ -24,6 +25,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     serve::register(m)?;
     dispatch::register(m)?;
     pool::register(m)?;
+    stats::register(m)?;
     stream::register(m)?;
     Ok(())
 }

@@ -216,6 +216,12 @@ impl WorkerPool {
     fn size(&self) -> usize {
         self.shared.counts().workers
     }
+
+    /// Number of workers waiting for a job.
+    #[getter]
+    fn idle(&self) -> usize {
+        self.shared.counts().idle
+    }
 }
 
 impl WorkerPool {

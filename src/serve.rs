@@ -20,6 +20,7 @@ use socket2::{Domain, Socket, Type};
 
 use crate::errors::{os_error, strerror};
 use crate::pool::WorkerPool;
+use crate::stats::ServerStats;
 use crate::sys::{self, is_resource_exhaustion, Interest};
 
 /// Longest stretch spent waiting without looking for signals.
@@ -67,13 +68,15 @@ pub struct ServeLoop {
     /// The `socketserver_rs` logger, taken when the server is built: when
     /// accept() runs out of descriptors, importing `logging` would fail too.
     logger: Py<PyAny>,
+    stats: Py<ServerStats>,
 }
 
 #[pymethods]
 impl ServeLoop {
-    /// `logger`: where accept failures and lost requests are reported.
+    /// `logger`: where accept failures and lost requests are reported;
+    /// `stats`: the server's counters.
     #[new]
-    fn new(logger: Py<PyAny>) -> PyResult<Self> {
+    fn new(logger: Py<PyAny>, stats: Py<ServerStats>) -> PyResult<Self> {
         let (wake_read, wake_write) =
             Socket::pair(Domain::UNIX, Type::STREAM, None).map_err(os_error)?;
         wake_read.set_nonblocking(true).map_err(os_error)?;
@@ -86,6 +89,7 @@ impl ServeLoop {
             wake_write,
             backoff: Mutex::new(Backoff::default()),
             logger,
+            stats,
         })
     }
 
@@ -152,6 +156,7 @@ impl ServeLoop {
     /// Report an accept() failure; out of descriptors or memory, the loop
     /// backs off and says so once through the `socketserver_rs` logger.
     pub fn accept_failed(&self, py: Python<'_>, errno: i32) {
+        self.stats.get().accept_failed();
         if !is_resource_exhaustion(errno) {
             return;
         }
@@ -209,6 +214,12 @@ impl ServeLoop {
             // A full pipe already holds a wake-up; nothing else can fail here.
             let _ = self.wake_write.send(&[1]);
         }
+    }
+
+    /// The server's counters.
+    #[getter(stats)]
+    fn stats_py(&self, py: Python<'_>) -> Py<ServerStats> {
+        self.stats.clone_ref(py)
     }
 
     #[getter]
@@ -282,6 +293,10 @@ impl ServeLoop {
         self.backoff
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    pub fn stats(&self) -> &ServerStats {
+        self.stats.get()
     }
 
     pub fn is_shutdown_requested(&self) -> bool {

@@ -11,6 +11,7 @@ __all__ = [
     "ServeLoop",
     "FastPath",
     "WorkerPool",
+    "ServerStats",
     "Worker",
     "SocketReader",
     "SocketWriter",
@@ -38,9 +39,12 @@ class ServeLoop:
     """One per server: the shutdown request, the wake descriptor and the
     threads currently inside serve_forever()."""
 
-    def __new__(cls, logger: Any) -> ServeLoop:
+    def __new__(cls, logger: Any, stats: ServerStats) -> ServeLoop:
         """logger: where accept failures and dropped requests are reported
-        (a logging.Logger, taken when the server is built)."""
+        (a logging.Logger, taken when the server is built); stats: the
+        server's counters."""
+    @property
+    def stats(self) -> ServerStats: ...
     def enter(self) -> None:
         """Register the calling thread as running serve_forever()."""
     def leave(self) -> None:
@@ -95,6 +99,18 @@ class FastPath:
         was closed), or None."""
 
 @final
+class ServerStats:
+    """A server's live counters (atomics in the core)."""
+
+    def __new__(cls) -> ServerStats: ...
+    def request_taken(self) -> None: ...
+    def request_finished(self) -> None: ...
+    def error(self) -> None: ...
+    def snapshot(self) -> dict[str, int]:
+        """requests_total, requests_active, errors, accept_errors,
+        bytes_received, bytes_sent."""
+
+@final
 class WorkerPool:
     """Reusable worker threads fed by a channel."""
 
@@ -117,6 +133,9 @@ class WorkerPool:
         """Accept no more work; workers leave once the queue is empty."""
     @property
     def size(self) -> int: ...
+    @property
+    def idle(self) -> int:
+        """Workers waiting for a job."""
 
 @final
 class Worker:
@@ -164,7 +183,9 @@ class SocketReader(_SocketFile):
     byte ahead), reading with the GIL released and honouring the socket's
     timeout."""
 
-    def __new__(cls, sock: Any, bufsize: int = ...) -> SocketReader: ...
+    def __new__(
+        cls, sock: Any, bufsize: int = ..., stats: Optional[ServerStats] = None
+    ) -> SocketReader: ...
     def read(self, size: Optional[int] = None) -> Optional[bytes]: ...
     def read1(self, size: Optional[int] = None) -> Optional[bytes]: ...
     def readinto(self, b: Any) -> Optional[int]: ...
@@ -190,7 +211,9 @@ class SocketWriter(_SocketFile):
     over the connection. Writes with the GIL released, honouring the
     socket's timeout; a signal handler runs during a long send."""
 
-    def __new__(cls, sock: Any, bufsize: int = 0) -> SocketWriter: ...
+    def __new__(
+        cls, sock: Any, bufsize: int = 0, stats: Optional[ServerStats] = None
+    ) -> SocketWriter: ...
     def write(self, b: Any) -> int: ...
     def write_message(self, data: Any) -> int:
         """Write data as one length-prefixed message, header and payload in

@@ -82,8 +82,9 @@ class StreamRequestHandler(BaseRequestHandler):
             and _core_buffering(self.rbufsize)
             and _core_buffering(self.wbufsize)
         ):
-            self.rfile = _core.SocketReader(self.connection, self.rbufsize)
-            self.wfile = _core.SocketWriter(self.connection, self.wbufsize)
+            stats = _stats_of(getattr(self, "server", None))
+            self.rfile = _core.SocketReader(self.connection, self.rbufsize, stats)
+            self.wfile = _core.SocketWriter(self.connection, self.wbufsize, stats)
             return
         self.rfile = self.connection.makefile("rb", self.rbufsize)
         if self.wbufsize == 0:
@@ -101,6 +102,12 @@ class StreamRequestHandler(BaseRequestHandler):
                 pass
         self.wfile.close()
         self.rfile.close()
+
+
+def _stats_of(server):
+    # The server's counters, if it is one of ours that has them.
+    loop = getattr(server, "__dict__", {}).get("_BaseServer__loop")
+    return loop.stats if type(loop) is _core.ServeLoop else None
 
 
 def _core_buffering(size):

@@ -226,8 +226,11 @@ def _spawner(server, threads):
 
 
 def _process_request_thread(server, request, client_address):
-    if complete_handshake(server, request, client_address):
-        server.process_request_thread(request, client_address)
+    try:
+        if complete_handshake(server, request, client_address):
+            server.process_request_thread(request, client_address)
+    finally:
+        server._serve_loop().stats.request_finished()
 
 
 @standard_hooks
@@ -257,6 +260,7 @@ class ThreadingMixIn:
     # the server's socket was wrapped for TLS (see tls.py).
     handshake_timeout: float = 5.0
     _handshake_in_worker = True
+    _finishes_on_worker = True
 
     _threads = _WorkerThreads()
 
@@ -268,6 +272,7 @@ class ThreadingMixIn:
         try:
             self.finish_request(request, client_address)
         except Exception:
+            self._serve_loop().stats.error()
             self.handle_error(request, client_address)
         finally:
             self.shutdown_request(request)
@@ -308,6 +313,14 @@ class ThreadingMixIn:
                 if thread is not current:
                     thread.join()
 
+    def stats(self):
+        counters = super().stats()
+        pool = self.__dict__.get("_ThreadingMixIn__pool")
+        idle = pool.idle if pool is not None else 0
+        counters["workers_busy"] = (pool.size if pool is not None else 0) - idle
+        counters["workers_idle"] = idle
+        return counters
+
     def _worker_pool(self):
         pool = self.__dict__.get("_ThreadingMixIn__pool")
         if pool is None or self.__dict__["_ThreadingMixIn__generation"] != _fork_generation:
@@ -345,5 +358,8 @@ class ThreadingMixIn:
                 raise error
             self.process_request(request, client_address)
         except Exception:
+            stats = self._serve_loop().stats
+            stats.error()
+            stats.request_finished()
             self.handle_error(request, client_address)
             self.shutdown_request(request)

@@ -73,7 +73,7 @@ def _new_serve_loop():
     import logging
     import traceback  # noqa: F401 -- imported for handle_error()
 
-    return _core.ServeLoop(logging.getLogger("socketserver_rs"))
+    return _core.ServeLoop(logging.getLogger("socketserver_rs"), _core.ServerStats())
 
 
 @standard_hooks
@@ -126,6 +126,10 @@ class BaseServer:
     # Opt-in: handle_error() logs a client that went away in one line
     # instead of printing a traceback (see _client_went_away()).
     quiet_disconnects = False
+
+    # Whether a request's handler finishes on a worker thread, after
+    # process_request() returned (ThreadingMixIn); for stats().
+    _finishes_on_worker = False
 
     def __init__(self, server_address, RequestHandlerClass):
         """Constructor.  May be extended, do not override."""
@@ -232,6 +236,15 @@ class BaseServer:
             selector.register(self, selectors.EVENT_READ)
             return bool(selector.select(timeout))
 
+    def stats(self):
+        """Live counters, kept in the core with atomics (always on):
+        requests_total and requests_active (a request is a connection on a
+        stream server, a datagram on a datagram server), errors (requests
+        whose exception went to handle_error()), accept_errors,
+        bytes_received and bytes_sent (through the core's rfile/wfile);
+        threading servers add workers_busy and workers_idle."""
+        return self._serve_loop().stats.snapshot()
+
     def service_actions(self):
         """Called by the serve_forever() loop.
 
@@ -260,22 +273,32 @@ class BaseServer:
         readable before this function was called, so there should be no risk of
         blocking in get_request().
         """
+        loop = self._serve_loop()
         try:
             request, client_address = self.get_request()
         except OSError as err:
             # Out of descriptors, the loop backs off instead of spinning.
-            self._serve_loop().accept_failed(err.errno or 0)
+            loop.accept_failed(err.errno or 0)
             return
+        stats = loop.stats
+        stats.request_taken()
         if self.verify_request(request, client_address):
             try:
                 self.process_request(request, client_address)
             except Exception:
+                stats.error()
+                stats.request_finished()
                 self.handle_error(request, client_address)
                 self.shutdown_request(request)
             except:  # noqa: E722 -- the standard library's exact semantics
+                stats.request_finished()
                 self.shutdown_request(request)
                 raise
+            else:
+                if not self._finishes_on_worker:
+                    stats.request_finished()
         else:
+            stats.request_finished()
             self.shutdown_request(request)
 
     def handle_timeout(self):
@@ -378,6 +401,7 @@ class BaseServer:
         # _handle_request_noblock() with get_request() done by the core and
         # verify_request(), process_request() and finish_request() inlined.
         end_request = self.shutdown_request
+        stats = self._serve_loop().stats
         for _ in range(batch):
             taken = take()
             if taken is None:
@@ -386,12 +410,16 @@ class BaseServer:
             try:
                 self.RequestHandlerClass(request, client_address, self)
             except Exception:
+                stats.error()
+                stats.request_finished()
                 self.handle_error(request, client_address)
                 end_request(request)
             except:  # noqa: E722 -- the standard library's exact semantics
+                stats.request_finished()
                 end_request(request)
                 raise
             else:
+                stats.request_finished()
                 end_request(request)
 
     def _fast_path(self, loop):

@@ -16,6 +16,7 @@ use super::socket_ref::{HeldSocket, SocketRef};
 use super::{bytes_or_none, closed_error, default_buffer_size, with_writable};
 use crate::readbuf::ReadBuf;
 use crate::socket_file::{socket_file_methods, CLOSED_FILE};
+use crate::stats::ServerStats;
 
 /// `sock.makefile('rb', bufsize)` in Rust.
 #[pyclass(frozen, module = "socketserver_rs._core", name = "SocketReader")]
@@ -112,9 +113,14 @@ impl SocketReader {
 #[pymethods]
 impl SocketReader {
     #[new]
-    #[pyo3(signature = (sock, bufsize = -1))]
-    fn new(sock: &Bound<'_, PyAny>, bufsize: isize) -> PyResult<Self> {
-        let sock = SocketRef::new(sock)?;
+    /// `stats`: the server's counters, which then count the bytes received.
+    #[pyo3(signature = (sock, bufsize = -1, stats = None))]
+    fn new(
+        sock: &Bound<'_, PyAny>,
+        bufsize: isize,
+        stats: Option<&Bound<'_, ServerStats>>,
+    ) -> PyResult<Self> {
+        let sock = SocketRef::new(sock)?.counting(stats.map(|stats| stats.get().io()));
         let bufsize = usize::try_from(bufsize).unwrap_or(default_buffer_size());
         let buf = ReadBuf::new(bufsize).ok_or_else(|| {
             PyMemoryError::new_err(format!("cannot allocate a {bufsize}-byte buffer"))

@@ -7,6 +7,7 @@
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::os::unix::io::RawFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyBlockingIOError;
@@ -14,12 +15,15 @@ use pyo3::intern;
 use pyo3::prelude::*;
 
 use crate::errors::{os_error, socket_timeout};
-use crate::sys::{self, Interest, MsgFlags, MSG_DONTWAIT};
+use crate::stats::IoCounters;
+use crate::sys::{self, Interest, MsgFlags, MSG_DONTWAIT, MSG_PEEK};
 
 /// A Python socket object and the descriptor to do I/O on.
 pub struct SocketRef<'py> {
     sock: Bound<'py, PyAny>,
     fd: RawFd,
+    /// The server's byte counters, when the file counts for one.
+    counters: Option<Arc<IoCounters>>,
 }
 
 impl<'py> SocketRef<'py> {
@@ -33,7 +37,14 @@ impl<'py> SocketRef<'py> {
         Ok(SocketRef {
             sock: sock.clone(),
             fd,
+            counters: None,
         })
+    }
+
+    /// This reference, counting the bytes it moves in `counters`.
+    pub fn counting(mut self, counters: Option<Arc<IoCounters>>) -> Self {
+        self.counters = counters;
+        self
     }
 
     pub fn fd(&self) -> RawFd {
@@ -140,13 +151,31 @@ impl<'py> SocketRef<'py> {
     ) -> Result<Option<usize>, IoFail> {
         let fd = self.fd;
         let mut wait = Wait::Unknown;
-        self.call(Interest::Readable, &mut wait, |extra| {
+        let received = self.call(Interest::Readable, &mut wait, |extra| {
             sys::recv(fd, buf, flags | extra)
-        })
+        });
+        if let (Some(counters), Ok(Some(n))) = (&self.counters, &received) {
+            if flags & MSG_PEEK == 0 {
+                counters.received(*n);
+            }
+        }
+        received
     }
 
     /// One send of `parts`, gathered (`None`: it would block).
     fn send_step(&self, parts: Parts<'_>, wait: &mut Wait) -> Result<Option<usize>, IoFail> {
+        let sent = self.send_step_uncounted(parts, wait);
+        if let (Some(counters), Ok(Some(n))) = (&self.counters, &sent) {
+            counters.sent(*n);
+        }
+        sent
+    }
+
+    fn send_step_uncounted(
+        &self,
+        parts: Parts<'_>,
+        wait: &mut Wait,
+    ) -> Result<Option<usize>, IoFail> {
         let slices = parts.io_slices();
         let slices = slices.as_slice();
         if let Some(sent) = self.send_attached(parts.len(), slices) {
@@ -212,6 +241,7 @@ pub struct HeldSocket {
     sock: Py<PyAny>,
     fd: RawFd,
     counted: bool,
+    counters: Option<Arc<IoCounters>>,
 }
 
 impl HeldSocket {
@@ -226,6 +256,7 @@ impl HeldSocket {
             sock: sock.sock.clone().unbind(),
             fd: sock.fd,
             counted: count,
+            counters: sock.counters.clone(),
         })
     }
 
@@ -233,6 +264,7 @@ impl HeldSocket {
         SocketRef {
             sock: self.sock.bind(py).clone(),
             fd: self.fd,
+            counters: self.counters.clone(),
         }
     }
 

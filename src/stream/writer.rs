@@ -5,7 +5,7 @@
 
 use std::os::unix::io::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 
@@ -14,6 +14,7 @@ use super::lock::Locked;
 use super::socket_ref::{blocking_write_error, HeldSocket, Parts, SocketRef};
 use super::{closed_error, default_buffer_size, full_buffer_writes_through, reserve, with_bytes};
 use crate::socket_file::{socket_file_methods, CLOSED_FILE};
+use crate::stats::{IoCounters, ServerStats};
 
 struct WriterState {
     /// `None` once closed.
@@ -30,6 +31,7 @@ pub struct SocketWriter {
     /// The Python socket (`_sock`), and `raw` once asked for.
     socket: Py<PyAny>,
     raw: Mutex<Option<Py<PyAny>>>,
+    counters: Option<Arc<IoCounters>>,
     /// 0: every write is a `sendall`.
     bufsize: usize,
     closed: AtomicBool,
@@ -108,7 +110,7 @@ impl SocketWriter {
             // socketserver._SocketWriter: a sendall on the socket as it is
             // now, closed file or not (no hold on it, as in the standard
             // library; a closed socket gives EBADF).
-            let sock = SocketRef::new(self.socket.bind(py))?;
+            let sock = SocketRef::new(self.socket.bind(py))?.counting(self.counters.clone());
             return sock.send_all(Parts::new(&[header, data]));
         }
         let mut guard = self.state.lock(py, "SocketWriter")?;
@@ -146,9 +148,15 @@ impl SocketWriter {
 #[pymethods]
 impl SocketWriter {
     #[new]
-    #[pyo3(signature = (sock, bufsize = 0))]
-    fn new(sock: &Bound<'_, PyAny>, bufsize: isize) -> PyResult<Self> {
-        let sock = SocketRef::new(sock)?;
+    /// `stats`: the server's counters, which then count the bytes sent.
+    #[pyo3(signature = (sock, bufsize = 0, stats = None))]
+    fn new(
+        sock: &Bound<'_, PyAny>,
+        bufsize: isize,
+        stats: Option<&Bound<'_, ServerStats>>,
+    ) -> PyResult<Self> {
+        let counters = stats.map(|stats| stats.get().io());
+        let sock = SocketRef::new(sock)?.counting(counters.clone());
         let bufsize = usize::try_from(bufsize).unwrap_or(default_buffer_size());
         let mut buf = Vec::new();
         reserve(&mut buf, bufsize)?;
@@ -157,6 +165,7 @@ impl SocketWriter {
             fd: sock.fd(),
             socket: sock.object().clone().unbind(),
             raw: Mutex::new(None),
+            counters,
             bufsize,
             closed: AtomicBool::new(false),
             state: Locked::new(WriterState {
