@@ -203,6 +203,10 @@ class SocketReader(_SocketFile):
     def __next__(self) -> bytes: ...
     def flush(self) -> None: ...
     def __enter__(self) -> SocketReader: ...
+    @property
+    def idle(self) -> bool:
+        """A read waits, with nothing buffered, for the start of a line or
+        a message (the handler is between requests)."""
 
 @final
 class SocketWriter(_SocketFile):

@@ -82,17 +82,25 @@ class StreamRequestHandler(BaseRequestHandler):
             and _core_buffering(self.rbufsize)
             and _core_buffering(self.wbufsize)
         ):
-            stats = _stats_of(getattr(self, "server", None))
-            self.rfile = _core.SocketReader(self.connection, self.rbufsize, stats)
-            self.wfile = _core.SocketWriter(self.connection, self.wbufsize, stats)
+            server = getattr(self, "server", None)
+            self.rfile = _core.SocketReader(self.connection, self.rbufsize, _stats_of(server))
+            self.wfile = _core.SocketWriter(self.connection, self.wbufsize, _stats_of(server))
+            _track(server, self.connection, self.rfile)
             return
         self.rfile = self.connection.makefile("rb", self.rbufsize)
         if self.wbufsize == 0:
             self.wfile = _SocketWriter(self.connection)
         else:
             self.wfile = self.connection.makefile("wb", self.wbufsize)
+        _track(getattr(self, "server", None), self.connection, None)
 
     def finish(self):
+        try:
+            self._finish_files()
+        finally:
+            _untrack(getattr(self, "server", None), self.connection)
+
+    def _finish_files(self):
         if not self.wfile.closed:
             try:
                 self.wfile.flush()
@@ -108,6 +116,20 @@ def _stats_of(server):
     # The server's counters, if it is one of ours that has them.
     loop = getattr(server, "__dict__", {}).get("_BaseServer__loop")
     return loop.stats if type(loop) is _core.ServeLoop else None
+
+
+def _track(server, connection, reader):
+    # The server's open connections, for drain() and server_close()'s
+    # deadline: the connection and, over the core's rfile, its reader.
+    connections = getattr(server, "__dict__", {}).get("_BaseServer__connections")
+    if connections is not None:
+        connections[connection] = reader
+
+
+def _untrack(server, connection):
+    connections = getattr(server, "__dict__", {}).get("_BaseServer__connections")
+    if connections is not None:
+        connections.pop(connection, None)
 
 
 def _core_buffering(size):

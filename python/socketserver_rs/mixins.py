@@ -6,6 +6,7 @@ import itertools
 import math
 import os
 import threading
+import time
 import weakref
 from contextvars import Context
 from functools import partial
@@ -231,6 +232,8 @@ def _process_request_thread(server, request, client_address):
             server.process_request_thread(request, client_address)
     finally:
         server._serve_loop().stats.request_finished()
+        # Should a handler's finish() not have untracked it (see handlers.py).
+        server.__dict__.get("_BaseServer__connections", {}).pop(request, None)
 
 
 @standard_hooks
@@ -259,6 +262,9 @@ class ThreadingMixIn:
     # Seconds a TLS client has to finish its handshake, on the worker, when
     # the server's socket was wrapped for TLS (see tls.py).
     handshake_timeout: float = 5.0
+    # Seconds server_close() waits for requests in flight (block_on_close)
+    # before it shuts their connections down; None: as long as they take.
+    close_timeout: float | None = None
     _handshake_in_worker = True
     _finishes_on_worker = True
 
@@ -308,10 +314,25 @@ class ThreadingMixIn:
         if pool is not None and self.__generation == _fork_generation:
             pool.close()
         if self.block_on_close and not self.daemon_threads:
-            current = threading.current_thread()
-            for thread in list(self.__dict__.get("_ThreadingMixIn__threads", ())):
-                if thread is not current:
-                    thread.join()
+            self._join_workers()
+
+    def _join_workers(self):
+        # Wait for the requests in flight: without end, as the standard
+        # module does, or until close_timeout; then cut what is left.
+        current = threading.current_thread()
+        threads = [
+            thread
+            for thread in list(self.__dict__.get("_ThreadingMixIn__threads", ()))
+            if thread is not current
+        ]
+        timeout = self.close_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in threads):
+            self._cut_connections("server_close()")
+            for thread in threads:
+                thread.join(1.0)
 
     def stats(self):
         counters = super().stats()

@@ -26,6 +26,7 @@ class ThreadingMixIn:
     # Seconds an idle worker thread waits for a request before it ends.
     idle_thread_timeout: float
     handshake_timeout: float
+    close_timeout: float | None
     def process_request_thread(
         self, request: _RequestType, client_address: _RetAddress
     ) -> None: ...

@@ -15,6 +15,7 @@ import selectors
 import socket
 import sys
 import threading
+import time
 from functools import partial
 
 from socketserver_rs import _core
@@ -53,6 +54,13 @@ def _backlog(server):
     if cls is TCPServer and "request_queue_size" not in vars(server):
         return socket.SOMAXCONN
     return server.request_queue_size
+
+
+def _shut(connection, how):
+    try:
+        connection.shutdown(how)
+    except OSError:
+        pass  # already closed or reset
 
 
 def _client_went_away(exc):
@@ -134,6 +142,7 @@ class BaseServer:
     def __init__(self, server_address, RequestHandlerClass):
         """Constructor.  May be extended, do not override."""
         self.__loop = _new_serve_loop()
+        self.__connections = {}
         self.server_address = server_address
         self.RequestHandlerClass = RequestHandlerClass
         self.__is_shut_down = threading.Event()
@@ -145,6 +154,7 @@ class BaseServer:
         except KeyError:
             loop = self.__dict__.setdefault("_BaseServer__loop", _new_serve_loop())
             self.__dict__.setdefault("_BaseServer__is_shut_down", threading.Event())
+            self.__dict__.setdefault("_BaseServer__connections", {})
             return loop
 
     # The standard library keeps the request in this name-mangled attribute;
@@ -235,6 +245,47 @@ class BaseServer:
         with selectors.DefaultSelector() as selector:
             selector.register(self, selectors.EVENT_READ)
             return bool(selector.select(timeout))
+
+    def drain(self, timeout):
+        """Stop serving gracefully within `timeout` seconds.
+
+        Stops serve_forever() (as shutdown(), so not from the thread that
+        runs it) and closes the listening socket, so new clients are
+        refused; lets the requests in flight finish, closing the read side
+        of each idle keep-alive connection (one whose handler waits in the
+        core's rfile, with nothing buffered, for the start of a line or a
+        message: the next request); at the deadline shuts down the
+        connections still open. Returns how many requests were still
+        running then (0: all finished), and logs them.
+        """
+        deadline = time.monotonic() + timeout
+        self.shutdown()
+        self.socket.close()
+        loop = self._serve_loop()
+        connections = self.__dict__["_BaseServer__connections"]
+        while loop.stats.snapshot()["requests_active"]:
+            for connection, reader in list(connections.items()):
+                if reader is not None and reader.idle:
+                    _shut(connection, socket.SHUT_RD)
+            if time.monotonic() >= deadline:
+                return self._cut_connections("drain()")
+            time.sleep(0.01)
+        return 0
+
+    def _cut_connections(self, what):
+        """Shut down every connection still open; how many requests ran."""
+        import logging
+
+        for connection in list(self.__dict__["_BaseServer__connections"]):
+            _shut(connection, socket.SHUT_RDWR)
+        running = self._serve_loop().stats.snapshot()["requests_active"]
+        if running:
+            logging.getLogger("socketserver_rs").warning(
+                "%s: %d request(s) still running at the deadline; their connections were shut down",
+                what,
+                running,
+            )
+        return running
 
     def stats(self):
         """Live counters, kept in the core with atomics (always on):
@@ -402,6 +453,7 @@ class BaseServer:
         # verify_request(), process_request() and finish_request() inlined.
         end_request = self.shutdown_request
         stats = self._serve_loop().stats
+        connections = self.__dict__["_BaseServer__connections"]
         for _ in range(batch):
             taken = take()
             if taken is None:
@@ -421,6 +473,9 @@ class BaseServer:
             else:
                 stats.request_finished()
                 end_request(request)
+            finally:
+                # Should a handler's finish() not have untracked it.
+                connections.pop(request, None)
 
     def _fast_path(self, loop):
         sock = getattr(self, "socket", None)

@@ -3,7 +3,7 @@
 
 use std::os::unix::io::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyMemoryError, PyValueError};
 use pyo3::prelude::*;
@@ -22,6 +22,9 @@ use crate::stats::ServerStats;
 #[pyclass(frozen, module = "socketserver_rs._core", name = "SocketReader")]
 pub struct SocketReader {
     fd: RawFd,
+    /// True while a read waits with nothing buffered at the start of a line
+    /// or a message: the handler is between requests (`drain()` uses it).
+    idle: Arc<AtomicBool>,
     /// The Python socket (`_sock`), and `raw` once asked for.
     socket: Py<PyAny>,
     raw: Mutex<Option<Py<PyAny>>>,
@@ -126,13 +129,15 @@ impl SocketReader {
             PyMemoryError::new_err(format!("cannot allocate a {bufsize}-byte buffer"))
         })?;
         let held = HeldSocket::new(&sock, true)?;
+        let state = ReaderState::new(held, buf);
         Ok(SocketReader {
             fd: sock.fd(),
             socket: sock.object().clone().unbind(),
             raw: Mutex::new(None),
             bufsize,
             closed: AtomicBool::new(false),
-            state: Locked::new(ReaderState::new(held, buf)),
+            idle: Arc::clone(&state.idle),
+            state: Locked::new(state),
         })
     }
 
@@ -293,6 +298,13 @@ impl SocketReader {
 
     fn flush(&self) -> PyResult<()> {
         self.check_open(CLOSED_FILE)
+    }
+
+    /// Whether a read is waiting, with nothing buffered, for the start of a
+    /// line (readline, iteration) or of a message (read_message).
+    #[getter]
+    fn idle(&self) -> bool {
+        self.idle.load(Ordering::Acquire)
     }
 }
 

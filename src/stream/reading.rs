@@ -5,6 +5,8 @@
 //! uninitialised until the kernel writes them.
 
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use pyo3::exceptions::{PyMemoryError, PyOSError};
 use pyo3::prelude::*;
@@ -26,6 +28,8 @@ pub struct ReaderState {
     pub pos: usize,
     pub end: usize,
     timed_out: bool,
+    /// Set while a read waits at a request boundary (see `Rd::at_boundary`).
+    pub idle: Arc<AtomicBool>,
 }
 
 impl ReaderState {
@@ -36,6 +40,7 @@ impl ReaderState {
             pos: 0,
             end: 0,
             timed_out: false,
+            idle: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -85,6 +90,20 @@ fn recv(
 }
 
 impl<'py> Rd<'_, 'py> {
+    /// Run `read` marked idle when nothing is buffered: a handler waiting
+    /// there (at the start of a line or a message) is between requests.
+    fn at_boundary<T>(&mut self, read: impl FnOnce(&mut Self) -> PyResult<T>) -> PyResult<T> {
+        let idle = self.st.pos == self.st.end;
+        if idle {
+            self.st.idle.store(true, Ordering::Release);
+        }
+        let result = read(self);
+        if idle {
+            self.st.idle.store(false, Ordering::Release);
+        }
+        result
+    }
+
     pub fn check_open(&self) -> PyResult<()> {
         if self.st.sock.is_some() {
             Ok(())
@@ -184,7 +203,7 @@ impl<'py> Rd<'_, 'py> {
     pub fn read_message(&mut self, max_size: usize) -> PyResult<Option<Vec<u8>>> {
         self.check_open()?;
         let mut header = Vec::new();
-        self.read_appending(&mut header, HEADER_LEN, ReadKind::Full)?;
+        self.at_boundary(|rd| rd.read_appending(&mut header, HEADER_LEN, ReadKind::Full))?;
         if header.is_empty() {
             return Ok(None);
         }
@@ -249,7 +268,15 @@ impl<'py> Rd<'_, 'py> {
                 break;
             }
             let old = out.len();
-            let peeked = match self.read_appending(&mut out, want, ReadKind::Recv(MSG_PEEK))? {
+            let peek = |rd: &mut Self, out: &mut Vec<u8>| {
+                rd.read_appending(out, want, ReadKind::Recv(MSG_PEEK))
+            };
+            let peeked = if old == 0 {
+                self.at_boundary(|rd| peek(rd, &mut out))?
+            } else {
+                peek(self, &mut out)?
+            };
+            let peeked = match peeked {
                 Some(0) => break,
                 // IOBase.readline over a non-blocking raw stream.
                 None => {
@@ -337,6 +364,13 @@ impl<'py> Rd<'_, 'py> {
         if self.st.buf.is_empty() {
             let line = self.raw_readline(limit)?;
             return Ok(PyBytes::new(self.py, &line));
+        }
+        if self.st.pos == self.st.end && limit != Some(0) {
+            // Nothing buffered: wait for the line's first bytes, idle.
+            self.reset();
+            if matches!(self.at_boundary(|rd| rd.fill())?, Some(0) | None) {
+                return Ok(PyBytes::new(self.py, b""));
+            }
         }
         let mut n = self.st.end - self.st.pos;
         if let Some(limit) = limit {

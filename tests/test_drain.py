@@ -1,0 +1,98 @@
+"""drain(timeout) and ThreadingMixIn.close_timeout: graceful stops."""
+
+import logging
+import socket
+import threading
+import time
+
+import pytest
+from conftest import IO_TIMEOUT, wait_until
+
+import socketserver_rs
+
+
+class Lines(socketserver_rs.StreamRequestHandler):
+    """Keep-alive: one reply per line; "slow" takes 0.3 s, "body" then
+    waits for a 100-byte body (a request still being received)."""
+
+    def handle(self):
+        for line in self.rfile:
+            if line == b"slow\n":
+                time.sleep(0.3)
+            if line == b"body\n":
+                self.server.reading_body.set()
+                line = self.rfile.read(100)
+            self.wfile.write(line)
+
+
+def server_for(runner, path, **attributes):
+    cls = socketserver_rs.ThreadingTCPServer
+    if path == "faithful":
+        attributes["verify_request"] = lambda self, request, client_address: True
+    cls = type("Server", (cls,), {"daemon_threads": True, **attributes})
+    server = runner.track(cls(("127.0.0.1", 0), Lines))
+    server.reading_body = threading.Event()
+    runner.start(server)
+    return server
+
+
+def exchange(sock, line):
+    sock.sendall(line)
+    return sock.recv(64)
+
+
+def test_drain_finishes_in_flight_requests_and_closes_idle_connections(runner, path):
+    server = server_for(runner, path)
+    address = server.server_address
+    idle = [socket.create_connection(address, timeout=IO_TIMEOUT) for _ in range(20)]
+    for sock in idle:
+        assert exchange(sock, b"fast\n") == b"fast\n"
+    slow = [socket.create_connection(address, timeout=IO_TIMEOUT) for _ in range(200)]
+    for sock in slow:
+        sock.sendall(b"slow\n")
+    assert wait_until(lambda: server.stats()["requests_total"] == 220)
+    try:
+        assert server.drain(timeout=IO_TIMEOUT) == 0
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(address, timeout=IO_TIMEOUT)
+        for sock in slow:  # each got its reply, then the connection closed
+            reply = b""
+            while chunk := sock.recv(64):
+                reply += chunk
+            assert reply == b"slow\n"
+        for sock in idle:
+            assert sock.recv(64) == b""
+        assert server.stats()["requests_active"] == 0
+    finally:
+        for sock in idle + slow:
+            sock.close()
+
+
+def test_drain_cuts_a_request_still_running_at_the_deadline(runner, path, caplog):
+    server = server_for(runner, path)
+    with socket.create_connection(server.server_address, timeout=IO_TIMEOUT) as client:
+        client.sendall(b"body\n0123456789")  # 10 of the 100 bytes
+        assert server.reading_body.wait(IO_TIMEOUT)
+        started = time.monotonic()
+        assert server.drain(timeout=0.3) == 1
+        assert time.monotonic() - started < IO_TIMEOUT
+        assert client.recv(64) in (b"0123456789", b"")  # cut short, then closed
+    assert wait_until(lambda: server.stats()["requests_active"] == 0)
+    assert any("drain(): 1 request(s) still running" in r.getMessage() for r in caplog.records)
+
+
+def test_server_close_gives_up_waiting_at_close_timeout(runner, caplog):
+    caplog.set_level(logging.WARNING, logger="socketserver_rs")
+    server = server_for(runner, "fast", daemon_threads=False, close_timeout=0.3)
+    client = socket.create_connection(server.server_address, timeout=IO_TIMEOUT)
+    try:
+        client.sendall(b"body\n")
+        assert server.reading_body.wait(IO_TIMEOUT)
+        server.shutdown()
+        started = time.monotonic()
+        server.server_close()
+        assert time.monotonic() - started < IO_TIMEOUT
+    finally:
+        client.close()
+    assert any("server_close(): 1 request(s)" in r.getMessage() for r in caplog.records)
+    assert server.stats()["requests_active"] == 0
