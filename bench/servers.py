@@ -63,6 +63,15 @@ def make_handlers(socketserver):
                     return
                 self.wfile.write(line)
 
+    class LineEchoUnmetered(LineEcho):
+        """LineEcho on the core's files without the server's byte counters
+        (socketserver_rs only): the stats-off side of bench/stats_overhead.py."""
+
+        def setup(self):
+            self.connection = self.request
+            self.rfile = socketserver._core.SocketReader(self.connection, self.rbufsize)
+            self.wfile = socketserver._core.SocketWriter(self.connection, self.wbufsize)
+
     class BulkFiles(socketserver.StreamRequestHandler):
         """Bulk echo through rfile/wfile."""
 
@@ -89,7 +98,13 @@ def make_handlers(socketserver):
             data, sock = self.request
             sock.sendto(data, self.client_address)
 
-    return {"line": LineEcho, "bulk-files": BulkFiles, "bulk-plain": BulkPlain, "udp": DatagramEcho}
+    return {
+        "line": LineEcho,
+        "line-unmetered": LineEchoUnmetered,
+        "bulk-files": BulkFiles,
+        "bulk-plain": BulkPlain,
+        "udp": DatagramEcho,
+    }
 
 
 def serve(args):
