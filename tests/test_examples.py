@@ -50,6 +50,17 @@ EXPECTED = {
         "  bob hears  * carol left\n"
         "connected: 2\n"
     ),
+    "file_upload.py": (
+        "upload notes.txt -> {'ok': True, 'name': 'notes.txt', 'size': 18}\n"
+        "upload photo.raw -> {'ok': True, 'name': 'photo.raw', 'size': 5242880}\n"
+        "upload empty.bin -> {'ok': True, 'name': 'empty.bin', 'size': 0}\n"
+        "upload ../escape.txt -> {'ok': False, 'error': \"'..' is refused\"}\n"
+        "upload /etc/motd -> {'ok': False, 'error': 'absolute paths are refused'}\n"
+        "server: interrupted cut.bin 300000 of 1000000 bytes\n"
+        "in the upload folder: ['empty.bin', 'notes.txt', 'photo.raw']\n"
+        "escaped: False\n"
+        "contents intact: True\n"
+    ),
 }
 
 
