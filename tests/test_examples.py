@@ -15,7 +15,7 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 EXPECTED = {
     "tcp_echo.py": "b'hello\\n'",
     "udp_upper.py": "(b'PING', ('127.0.0.1', ",
-    "framed_messages.py": "5 b'HELLO'\n0 b''\n200000 b'BIG BIG BIG '",
+    "framed_messages.py": "b'HELLO'\n0 b''\n200000 b'BIG BIG BIG '",
     "tutorial_tcp.py": (
         "connect_ex to a port nobody listens on: ECONNREFUSED\n"
         "client 127.0.0.1 -> server 127.0.0.1\n"
