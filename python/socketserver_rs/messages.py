@@ -14,6 +14,8 @@ followed by that many bytes, so the receiver knows where each one ends.
   or allocated, so the stream is out of step and the connection should be
   closed.
 * Header and payload leave in one send, so a small message is one segment.
+* A socket timeout raises TimeoutError, on 3.9 too (where socket.timeout is
+  an OSError of its own, an exception that is both).
 * ``MessageClient`` connects and speaks the protocol for a client;
   ``recv_exactly`` is the receive loop for protocols of your own.
 
@@ -26,6 +28,7 @@ the error texts); the Python path only moves the bytes.
 
 import contextlib
 import errno
+import functools
 import operator
 import os
 import socket
@@ -51,6 +54,31 @@ DEFAULT_MAX_MESSAGE_SIZE = _core.DEFAULT_MAX_MESSAGE_SIZE
 _JOIN_LIMIT = 64 * 1024
 
 
+if sys.version_info >= (3, 10):  # socket.timeout is TimeoutError
+
+    def _timeout_error(function):
+        return function
+
+else:
+
+    class _Timeout(socket.timeout, TimeoutError):
+        """A socket timeout that is also a TimeoutError."""
+
+    def _timeout_error(function):
+        """On 3.9, make function's socket timeouts TimeoutErrors too."""
+
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except socket.timeout as exc:
+                if isinstance(exc, TimeoutError):
+                    raise
+                raise _Timeout(*exc.args) from exc
+
+        return wrapper
+
+
 class MessageRequestHandler(StreamRequestHandler):
     """A StreamRequestHandler speaking length-prefixed messages.
 
@@ -65,12 +93,14 @@ class MessageRequestHandler(StreamRequestHandler):
 
     max_message_size = DEFAULT_MAX_MESSAGE_SIZE
 
+    @_timeout_error
     def read_message(self):
         """The next message, or None when the client closed between messages."""
         if type(self.rfile) is _core.SocketReader:
             return self.rfile.read_message(self.max_message_size)
         return _read_message(self.rfile.read, self.max_message_size)
 
+    @_timeout_error
     def write_message(self, data):
         """Write data as one message (buffered when wbufsize != 0);
         returns its length in bytes."""
@@ -102,6 +132,7 @@ class MessageRequestHandler(StreamRequestHandler):
         )
 
 
+@_timeout_error
 def send_message(sock, data):
     """Send data over a connected stream socket as one length-prefixed
     message; returns the payload length.  The socket's timeout covers the
@@ -111,6 +142,7 @@ def send_message(sock, data):
     return _write_message(sock.sendall, data)
 
 
+@_timeout_error
 def recv_message(sock, max_size=DEFAULT_MAX_MESSAGE_SIZE):
     """Receive one length-prefixed message from a connected stream socket,
     reading no byte past it.  Returns the payload, or None when the peer
@@ -122,6 +154,7 @@ def recv_message(sock, max_size=DEFAULT_MAX_MESSAGE_SIZE):
     return _read_message(sock.recv, max_size)
 
 
+@_timeout_error
 def recv_exactly(sock, n):
     """Receive exactly n bytes from a connected stream socket, calling
     recv() until they have all arrived; b"" when n is 0.  EOFError, saying
@@ -153,8 +186,7 @@ class MessageClient:
     address is (host, port) for TCP, or a path (str, bytes or os.PathLike)
     for a Unix socket.  timeout (seconds, or None to wait without bound)
     covers connecting and then each send and receive; an expired one raises
-    TimeoutError, on every Python version (on 3.9, where socket.timeout is
-    not a TimeoutError, an exception that is both).  max_message_size
+    TimeoutError.  max_message_size
     bounds the messages received (a class attribute, as on
     MessageRequestHandler; the keyword sets it for one client).
 
@@ -173,18 +205,7 @@ class MessageClient:
         if max_message_size is not None:
             _core.check_max_size(max_message_size)
             self.max_message_size = max_message_size
-        with _timeouts():
-            if isinstance(address, (str, bytes, os.PathLike)):
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                try:
-                    sock.settimeout(timeout)
-                    sock.connect(os.fspath(address))
-                except BaseException:
-                    sock.close()
-                    raise
-            else:
-                sock = socket.create_connection(address, timeout)
-        self.socket = sock
+        self.socket = _connect(address, timeout)
 
     def send_message(self, data):
         """Send data as one message; returns its length in bytes."""
@@ -223,30 +244,24 @@ class MessageClient:
     @contextlib.contextmanager
     def _failures_close(self):
         try:
-            with _timeouts():
-                yield
+            yield
         except BaseException:
             self.close()
             raise
 
 
-if sys.version_info >= (3, 10):  # socket.timeout is TimeoutError
-
-    def _timeouts():
-        return contextlib.nullcontext()
-
-else:
-
-    class _Timeout(socket.timeout, TimeoutError):
-        """A socket timeout that is also a TimeoutError."""
-
-    @contextlib.contextmanager
-    def _timeouts():
-        """Make a socket timeout a TimeoutError on 3.9 too."""
+@_timeout_error
+def _connect(address, timeout):
+    if isinstance(address, (str, bytes, os.PathLike)):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            yield
-        except socket.timeout as exc:
-            raise _Timeout(*exc.args) from exc
+            sock.settimeout(timeout)
+            sock.connect(os.fspath(address))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    return socket.create_connection(address, timeout)
 
 
 # The Python path, for other sockets and file objects: the core's codec
