@@ -30,7 +30,11 @@ import socketserver_rs as socketserver
 CHUNK = 1024 * 1024
 
 
-class UnsafeName(ValueError):
+class Refused(ValueError):
+    """An upload the server will not take; the text says why."""
+
+
+class UnsafeName(Refused):
     pass
 
 
@@ -84,15 +88,30 @@ class UploadHandler(socketserver.MessageRequestHandler):
             meta = json.loads(header)
             name, size, digest = meta["name"], meta["size"], meta["sha256"]
             if not isinstance(size, int) or not 0 <= size <= self.server.max_upload_size:
-                raise UnsafeName(f"size must be from 0 to {self.server.max_upload_size}")
+                raise Refused(f"size must be from 0 to {self.server.max_upload_size}")
             target = safe_target(self.server.folder, name)
-        except (ValueError, KeyError, TypeError) as exc:
-            self.server.log.put(("refused", header, str(exc)))
-            return self.reply(ok=False, error=str(exc) or "bad header")
+        except Refused as exc:
+            error = str(exc)
+        except (ValueError, KeyError, TypeError):  # not JSON, or not the fields above
+            error = "malformed header"
+        else:
+            error = None
+        if error:
+            self.server.log.put(("refused", header, error))
+            self.reply(ok=False, error=error)
+            return
         self.reply(ok=True)
-        self.server.log.put(self.receive(target, name, size, digest))
+        outcome, _, detail = event = self.receive(target, name, size, digest)
+        self.server.log.put(event)
+        # Replies go after the clean-up: a client told of a failure finds nothing left.
+        if outcome == "stored":
+            self.reply(ok=True, name=name, size=size)
+        elif outcome != "interrupted":  # an interrupted client is gone
+            self.reply(ok=False, error=detail)
 
     def receive(self, target, name, size, digest):
+        """Store the next size bytes at target; (outcome, name, detail).
+        Only a stored upload leaves a file."""
         fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".upload-", suffix=".part")
         stored = False
         try:
@@ -107,16 +126,13 @@ class UploadHandler(socketserver.MessageRequestHandler):
                     out.write(chunk)
                     received += len(chunk)
             if sha256.hexdigest() != digest:
-                self.reply(ok=False, error="SHA-256 mismatch")
                 return ("corrupted", name, "SHA-256 mismatch")
             # rename() replaces a symlink rather than writing through it, and
             # one created since the check is refused here.
             if target.is_symlink():
-                self.reply(ok=False, error="refusing to write over a symlink")
-                return ("refused", name, "symlink")
+                return ("refused", name, "refusing to write over a symlink")
             os.replace(temporary, target)
             stored = True
-            self.reply(ok=True, name=name, size=size)
             return ("stored", name, f"{size} bytes")
         finally:
             if not stored:

@@ -154,8 +154,10 @@ def test_bad_headers_are_refused(server, folder):
         with socketserver_rs.MessageClient(server.server_address, IO_TIMEOUT) as client:
             status = json.loads(client.request(json.dumps(header).encode()))
         assert status["ok"] is False, header
+        assert next_event(server, "refused")[2] == status["error"]
     with socketserver_rs.MessageClient(server.server_address, IO_TIMEOUT) as client:
-        assert json.loads(client.request(b"not json"))["ok"] is False
+        status = json.loads(client.request(b"not json"))
+    assert status == {"ok": False, "error": "malformed header"}
     assert listing(folder) == ["sub"]
 
 
