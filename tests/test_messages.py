@@ -565,6 +565,13 @@ def test_message_client_over_a_unix_socket(runner, tmp_path):
             assert client.request(b"unix") == b"UNIX"
 
 
+def test_message_client_stays_open_after_a_type_error(message_server):
+    with socketserver_rs.MessageClient(message_server.server_address, IO_TIMEOUT) as client:
+        with pytest.raises(TypeError):
+            client.send_message("text")
+        assert client.request(b"still here") == b"STILL HERE"
+
+
 def test_message_client_sees_the_server_close(message_server):
     with socketserver_rs.MessageClient(message_server.server_address, IO_TIMEOUT) as client:
         client.send_message(b"close")

@@ -186,13 +186,15 @@ class MessageClient:
     address is (host, port) for TCP, or a path (str, bytes or os.PathLike)
     for a Unix socket.  timeout (seconds, or None to wait without bound)
     covers connecting and then each send and receive; an expired one raises
-    TimeoutError.  max_message_size
-    bounds the messages received (a class attribute, as on
-    MessageRequestHandler; the keyword sets it for one client).
+    TimeoutError.  max_message_size bounds the messages received (a class
+    attribute, as on MessageRequestHandler; the keyword sets it for one
+    client).
 
-    Any error while sending or receiving (a timeout, a message cut short,
+    An error while sending or receiving (a timeout, a message cut short,
     one over the limit, a reset) leaves the stream out of step, so the
-    client closes its connection: connect a new one to go on.
+    client closes its connection: connect a new one to go on.  Only a
+    TypeError (data that is not bytes-like: nothing was sent) leaves it
+    open.
 
     Methods: send_message(data), recv_message(), request(data), close();
     a context manager that closes on exit.  The connected socket is the
@@ -245,6 +247,8 @@ class MessageClient:
     def _failures_close(self):
         try:
             yield
+        except TypeError:
+            raise
         except BaseException:
             self.close()
             raise

@@ -35,8 +35,9 @@ def recv_exactly(sock: socket, n: SupportsIndex) -> bytes:
 
 class MessageClient:
     """A connection to a server speaking length-prefixed messages: (host,
-    port) for TCP, a path for a Unix socket. Any error while sending or
-    receiving closes it; timeouts raise TimeoutError on every version."""
+    port) for TCP, a path for a Unix socket. An error while sending or
+    receiving closes it (a TypeError for data not bytes-like excepted);
+    timeouts raise TimeoutError on every version."""
 
     max_message_size: int
     socket: socket
