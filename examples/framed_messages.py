@@ -1,12 +1,13 @@
 """Length-prefixed messages: each one arrives whole, however TCP splits it."""
 
-import socket
 import threading
 
 import socketserver_rs as socketserver
 
 
 class UpperHandler(socketserver.MessageRequestHandler):
+    max_message_size = 1024 * 1024  # refuse longer messages (default 16 MiB)
+
     def handle_message(self, message):  # one whole message, bytes
         return message.upper()  # sent back as one message
 
@@ -14,11 +15,12 @@ class UpperHandler(socketserver.MessageRequestHandler):
 with socketserver.ThreadingTCPServer(("127.0.0.1", 0), UpperHandler) as server:
     threading.Thread(target=server.serve_forever, daemon=True).start()
 
-    with socket.create_connection(server.server_address) as client:
-        for message in [b"hello", b"", b"big " * 50_000]:
-            socketserver.send_message(client, message)
-        for _ in range(3):
-            reply = socketserver.recv_message(client)  # None once the server closes
-            print(len(reply), reply[:12])  # 5 b'HELLO', 0 b'', 200000 b'BIG BIG BIG '
+    with socketserver.MessageClient(server.server_address, timeout=5) as client:
+        print(client.request(b"hello"))  # b'HELLO'
+        for message in [b"", b"big " * 50_000]:  # sent back to back, no waiting
+            client.send_message(message)
+        for _ in range(2):
+            reply = client.recv_message()  # None once the server closes
+            print(len(reply), reply[:12])  # 0 b'', then 200000 b'BIG BIG BIG '
 
     server.shutdown()

@@ -461,6 +461,181 @@ def test_closed_socket(pair):
 
 
 # ---------------------------------------------------------------------------
+# recv_exactly
+# ---------------------------------------------------------------------------
+
+
+def test_recv_exactly_gathers_pieces_and_reads_no_further(pair):
+    a, b = pair
+    sender = threading.Thread(target=send_in_pieces, args=(a, b"0123456789" * 3 + b"rest"))
+    sender.start()
+    assert socketserver_rs.recv_exactly(b, 30) == b"0123456789" * 3
+    sender.join(IO_TIMEOUT)
+    assert recv_exactly(b, 4) == b"rest"
+
+
+def test_recv_exactly_a_large_payload(pair):
+    a, b = pair
+    payload = payload_of(5 * MiB)
+    sender = threading.Thread(target=a.sendall, args=(payload,))
+    sender.start()
+    got = socketserver_rs.recv_exactly(b, len(payload))
+    sender.join(IO_TIMEOUT)
+    assert got == payload
+
+
+def test_recv_exactly_zero_and_negative(pair):
+    a, b = pair
+    b.settimeout(0.2)
+    assert socketserver_rs.recv_exactly(b, 0) == b""  # without waiting
+    with pytest.raises(ValueError, match="non-negative"):
+        socketserver_rs.recv_exactly(b, -1)
+
+
+def test_recv_exactly_peer_closes_early(pair):
+    a, b = pair
+    a.sendall(b"abc")
+    a.shutdown(socket.SHUT_WR)
+    with pytest.raises(EOFError, match="connection closed after 3 of 10 bytes"):
+        socketserver_rs.recv_exactly(b, 10)
+
+
+def test_recv_exactly_timeout(pair):
+    a, b = pair
+    b.settimeout(0.2)
+    a.sendall(b"ab")
+    with pytest.raises(TimeoutError):
+        socketserver_rs.recv_exactly(b, 3)
+
+
+# ---------------------------------------------------------------------------
+# MessageClient
+# ---------------------------------------------------------------------------
+
+
+class OneShotHandler(socketserver_rs.MessageRequestHandler):
+    """Answers b"upper ..." with the rest in capitals, b"close" by closing,
+    b"silent" with nothing, b"big N" with N bytes; one message per call."""
+
+    def handle(self):
+        for message in self.messages():
+            if message == b"close":
+                return
+            if message == b"silent":
+                continue
+            if message.startswith(b"big "):
+                self.write_message(b"b" * int(message[4:]))
+            else:
+                self.write_message(message.upper())
+            self.wfile.flush()
+
+
+@pytest.fixture
+def message_server(runner):
+    server = MessageServer(OneShotHandler, "core")
+    runner.start(server)
+    return server
+
+
+def test_message_client_round_trips(message_server):
+    with socketserver_rs.MessageClient(message_server.server_address, IO_TIMEOUT) as client:
+        assert client.request(b"hello") == b"HELLO"
+        assert client.request(b"") == b""
+        assert client.send_message(b"one") == 3
+        client.send_message(bytearray(b"two"))
+        assert client.recv_message() == b"ONE"
+        assert client.recv_message() == b"TWO"
+        assert client.socket.getpeername() == message_server.server_address
+        big = payload_of(3 * MiB)
+        assert client.request(big) == big.upper()
+    assert client.socket.fileno() == -1
+    no_errors(message_server)
+
+
+def test_message_client_over_a_unix_socket(runner, tmp_path):
+    class Server(socketserver_rs.ThreadingUnixStreamServer):
+        daemon_threads = True
+
+    path = tmp_path / "messages.sock"
+    server = runner.track(Server(str(path), OneShotHandler))
+    runner.start(server)
+    for address in (str(path), path, bytes(path)):
+        with socketserver_rs.MessageClient(address, IO_TIMEOUT) as client:
+            assert client.socket.family == socket.AF_UNIX
+            assert client.request(b"unix") == b"UNIX"
+
+
+def test_message_client_stays_open_after_a_type_error(message_server):
+    with socketserver_rs.MessageClient(message_server.server_address, IO_TIMEOUT) as client:
+        with pytest.raises(TypeError):
+            client.send_message("text")
+        assert client.request(b"still here") == b"STILL HERE"
+
+
+def test_message_client_sees_the_server_close(message_server):
+    with socketserver_rs.MessageClient(message_server.server_address, IO_TIMEOUT) as client:
+        client.send_message(b"close")
+        assert client.recv_message() is None
+        assert client.recv_message() is None
+    with socketserver_rs.MessageClient(message_server.server_address, IO_TIMEOUT) as client:
+        with pytest.raises(ConnectionResetError, match="server closed the connection"):
+            client.request(b"close")
+        assert client.socket.fileno() == -1
+
+
+def test_message_client_timeout_closes_it(message_server):
+    with socketserver_rs.MessageClient(message_server.server_address, 0.2) as client:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            client.request(b"silent")
+        assert time.monotonic() - started < 5
+        # A late reply must not pass for the next request's.
+        assert client.socket.fileno() == -1
+        with pytest.raises(OSError):
+            client.request(b"again")
+
+
+def test_message_client_limit(message_server):
+    class Small(socketserver_rs.MessageClient):
+        max_message_size = 10
+
+    address = message_server.server_address
+    with socketserver_rs.MessageClient(address, IO_TIMEOUT, max_message_size=10) as client:
+        assert client.request(b"big 10") == b"b" * 10
+        with pytest.raises(ValueError, match="message length 11 exceeds max_size 10"):
+            client.request(b"big 11")
+        assert client.socket.fileno() == -1
+    with Small(address, IO_TIMEOUT) as client:
+        with pytest.raises(ValueError, match="exceeds max_size 10"):
+            client.request(b"big 11")
+    assert socketserver_rs.MessageClient.max_message_size == DEFAULT_MAX_MESSAGE_SIZE
+    with pytest.raises(ValueError, match="non-negative"):
+        socketserver_rs.MessageClient(address, max_message_size=-1)
+
+
+def test_message_client_connect_errors(tmp_path):
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        address = unused.getsockname()
+        with pytest.raises(ConnectionRefusedError):
+            socketserver_rs.MessageClient(address, IO_TIMEOUT)
+    with pytest.raises(FileNotFoundError):
+        socketserver_rs.MessageClient(str(tmp_path / "missing.sock"), IO_TIMEOUT)
+
+
+def test_timeouts_are_timeout_error_on_every_version():
+    from socketserver_rs.messages import _timeout_error
+
+    @_timeout_error
+    def times_out():
+        raise socket.timeout("timed out")
+
+    with pytest.raises(TimeoutError) as info:
+        times_out()
+    assert isinstance(info.value, socket.timeout)
+
+
+# ---------------------------------------------------------------------------
 # The core's files against the Python path, byte for byte
 # ---------------------------------------------------------------------------
 
@@ -600,7 +775,13 @@ def test_exported_outside_all():
     # The standard module's names (3.12 added the ForkingUnix servers).
     for name in socketserver_rs.__all__:
         assert name in socketserver.__all__ or name.startswith("ForkingUnix"), name
-    for name in ("MessageRequestHandler", "send_message", "recv_message"):
+    for name in (
+        "MessageRequestHandler",
+        "MessageClient",
+        "send_message",
+        "recv_message",
+        "recv_exactly",
+    ):
         assert name not in socketserver_rs.__all__
         assert getattr(socketserver_rs, name).__module__ == "socketserver_rs.messages"
     assert issubclass(socketserver_rs.MessageRequestHandler, socketserver_rs.StreamRequestHandler)

@@ -253,7 +253,7 @@ if __name__ == "__main__":
 '''
 
 OURS_ONLY["messages"] = '''
-"""Length-prefixed messages: MessageRequestHandler servers and their client."""
+"""Length-prefixed messages: MessageRequestHandler servers, their clients, recv_exactly."""
 
 from __future__ import annotations
 
@@ -313,10 +313,48 @@ def exchange(handler: type[socketserver.MessageRequestHandler], *messages: bytes
     return replies
 
 
+class SmallClient(socketserver.MessageClient):
+    max_message_size = 1024
+
+
+def with_client() -> list[bytes]:
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), UpperHandler) as server:
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
+        thread.start()
+        try:
+            address = ("127.0.0.1", server.server_address[1])
+            with SmallClient(address, timeout=5, max_message_size=100) as client:
+                assert_type(client, SmallClient)
+                assert_type(client.socket, socket.socket)
+                reply = client.request(b"hello")
+                assert_type(reply, bytes)
+                sent = client.send_message(bytearray(b"again"))
+                assert_type(sent, int)
+                again = client.recv_message()
+                assert_type(again, Optional[bytes])
+                assert again is not None
+            client.close()
+        finally:
+            server.shutdown()
+            thread.join()
+    return [reply, again]
+
+
+def exactly() -> bytes:
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(b"abcd")
+        got = socketserver.recv_exactly(b, 4)
+        assert_type(got, bytes)
+    return got
+
+
 def main() -> None:
     assert DEFAULT_MAX_MESSAGE_SIZE == socketserver.MessageRequestHandler.max_message_size
     assert exchange(UpperHandler, b"hello", b"quiet", b"") == [b"HELLO", b"", b"END"]
     assert exchange(CountingHandler, b"a", b"b") == [b"3"]
+    assert with_client() == [b"HELLO", b"AGAIN"]
+    assert exactly() == b"abcd"
 
 
 if __name__ == "__main__":

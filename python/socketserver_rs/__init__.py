@@ -15,7 +15,9 @@ from socketserver_rs.handlers import (
     DatagramRequestHandler,
     StreamRequestHandler,
 )
+from socketserver_rs.messages import MessageClient as MessageClient
 from socketserver_rs.messages import MessageRequestHandler as MessageRequestHandler
+from socketserver_rs.messages import recv_exactly as recv_exactly
 from socketserver_rs.messages import recv_message as recv_message
 from socketserver_rs.messages import send_message as send_message
 from socketserver_rs.mixins import ThreadingMixIn

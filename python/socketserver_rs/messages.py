@@ -14,6 +14,10 @@ followed by that many bytes, so the receiver knows where each one ends.
   or allocated, so the stream is out of step and the connection should be
   closed.
 * Header and payload leave in one send, so a small message is one segment.
+* A socket timeout raises TimeoutError, on 3.9 too (where socket.timeout is
+  an OSError of its own, an exception that is both).
+* ``MessageClient`` connects and speaks the protocol for a client;
+  ``recv_exactly`` is the receive loop for protocols of your own.
 
 Over a plain ``socket.socket`` (and the core's ``rfile``/``wfile``) the Rust
 core does the work with the GIL released; anything else (an SSL socket, the
@@ -22,21 +26,57 @@ Both follow the core's codec (the header, the limit, how a body is read,
 the error texts); the Python path only moves the bytes.
 """
 
+import contextlib
 import errno
+import functools
+import operator
 import os
 import socket
+import sys
 
 from socketserver_rs import _core
 from socketserver_rs.cooperative import cooperative
 from socketserver_rs.handlers import StreamRequestHandler
 
-__all__ = ["MessageRequestHandler", "send_message", "recv_message", "DEFAULT_MAX_MESSAGE_SIZE"]
+__all__ = [
+    "MessageRequestHandler",
+    "MessageClient",
+    "send_message",
+    "recv_message",
+    "recv_exactly",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+]
 
 DEFAULT_MAX_MESSAGE_SIZE = _core.DEFAULT_MAX_MESSAGE_SIZE
 
 # A payload up to this size is copied behind its header into one write;
 # a larger one goes as header plus its first chunk, then the rest.
 _JOIN_LIMIT = 64 * 1024
+
+
+if sys.version_info >= (3, 10):  # socket.timeout is TimeoutError
+
+    def _timeout_error(function):
+        return function
+
+else:
+
+    class _Timeout(socket.timeout, TimeoutError):
+        """A socket timeout that is also a TimeoutError."""
+
+    def _timeout_error(function):
+        """On 3.9, make function's socket timeouts TimeoutErrors too."""
+
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except socket.timeout as exc:
+                if isinstance(exc, TimeoutError):
+                    raise
+                raise _Timeout(*exc.args) from exc
+
+        return wrapper
 
 
 class MessageRequestHandler(StreamRequestHandler):
@@ -53,12 +93,14 @@ class MessageRequestHandler(StreamRequestHandler):
 
     max_message_size = DEFAULT_MAX_MESSAGE_SIZE
 
+    @_timeout_error
     def read_message(self):
         """The next message, or None when the client closed between messages."""
         if type(self.rfile) is _core.SocketReader:
             return self.rfile.read_message(self.max_message_size)
         return _read_message(self.rfile.read, self.max_message_size)
 
+    @_timeout_error
     def write_message(self, data):
         """Write data as one message (buffered when wbufsize != 0);
         returns its length in bytes."""
@@ -90,6 +132,7 @@ class MessageRequestHandler(StreamRequestHandler):
         )
 
 
+@_timeout_error
 def send_message(sock, data):
     """Send data over a connected stream socket as one length-prefixed
     message; returns the payload length.  The socket's timeout covers the
@@ -99,6 +142,7 @@ def send_message(sock, data):
     return _write_message(sock.sendall, data)
 
 
+@_timeout_error
 def recv_message(sock, max_size=DEFAULT_MAX_MESSAGE_SIZE):
     """Receive one length-prefixed message from a connected stream socket,
     reading no byte past it.  Returns the payload, or None when the peer
@@ -108,6 +152,120 @@ def recv_message(sock, max_size=DEFAULT_MAX_MESSAGE_SIZE):
     if type(sock) is socket.socket and not cooperative():
         return _core.recv_message(sock, max_size)
     return _read_message(sock.recv, max_size)
+
+
+@_timeout_error
+def recv_exactly(sock, n):
+    """Receive exactly n bytes from a connected stream socket, calling
+    recv() until they have all arrived; b"" when n is 0.  EOFError, saying
+    how many of the n bytes arrived, when the peer closes first (as
+    asyncio.IncompleteReadError, an EOFError subclass, does); ValueError
+    when n is negative.  The socket's timeout bounds each wait.  Memory
+    grows with the bytes that arrive, not with n."""
+    n = operator.index(n)
+    if n < 0:
+        raise ValueError(f"n must be non-negative, not {n}")
+    chunks = []
+    got = 0
+    while got < n:
+        chunk = sock.recv(min(n - got, _RECV_CHUNK))
+        if not chunk:
+            raise EOFError(f"connection closed after {got} of {n} bytes")
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+_RECV_CHUNK = 1024 * 1024
+
+
+class MessageClient:
+    """A connection to a server speaking length-prefixed messages (a
+    MessageRequestHandler, or any server using the same format).
+
+    address is (host, port) for TCP, or a path (str, bytes or os.PathLike)
+    for a Unix socket.  timeout (seconds, or None to wait without bound)
+    covers connecting and then each send and receive; an expired one raises
+    TimeoutError.  max_message_size bounds the messages received (a class
+    attribute, as on MessageRequestHandler; the keyword sets it for one
+    client).
+
+    An error while sending or receiving (a timeout, a message cut short,
+    one over the limit, a reset) leaves the stream out of step, so the
+    client closes its connection: connect a new one to go on.  Only a
+    TypeError (data that is not bytes-like: nothing was sent) leaves it
+    open.
+
+    Methods: send_message(data), recv_message(), request(data), close();
+    a context manager that closes on exit.  The connected socket is the
+    socket attribute.
+    """
+
+    max_message_size = DEFAULT_MAX_MESSAGE_SIZE
+
+    def __init__(self, address, timeout=None, *, max_message_size=None):
+        if max_message_size is not None:
+            _core.check_max_size(max_message_size)
+            self.max_message_size = max_message_size
+        self.socket = _connect(address, timeout)
+
+    def send_message(self, data):
+        """Send data as one message; returns its length in bytes."""
+        with self._failures_close():
+            return send_message(self.socket, data)
+
+    def recv_message(self):
+        """The next message, or None once the server has closed the
+        connection between messages."""
+        with self._failures_close():
+            return recv_message(self.socket, self.max_message_size)
+
+    def request(self, data):
+        """Send data as one message and return the reply message.
+        ConnectionResetError when the server closes instead of replying."""
+        self.send_message(data)
+        reply = self.recv_message()
+        if reply is None:
+            self.close()
+            raise ConnectionResetError("the server closed the connection without replying")
+        return reply
+
+    def close(self):
+        """Close the connection; calling it again does nothing."""
+        self.socket.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.socket!r}>"
+
+    @contextlib.contextmanager
+    def _failures_close(self):
+        try:
+            yield
+        except TypeError:
+            raise
+        except BaseException:
+            self.close()
+            raise
+
+
+@_timeout_error
+def _connect(address, timeout):
+    if isinstance(address, (str, bytes, os.PathLike)):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(os.fspath(address))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    return socket.create_connection(address, timeout)
 
 
 # The Python path, for other sockets and file objects: the core's codec
