@@ -1,23 +1,28 @@
-"""Run CPython's own ``test.test_socketserver`` against socketserver_rs.
+"""Run CPython's own test suites of socketserver and of the servers built on
+it against socketserver_rs.
 
 For every CPython 3.9-3.15 found (newest patch release of each minor version
 under ``$(pyenv root)/versions``, and ``build/cpython/3.N/bin/python3.N``, where
 ``.ci/run`` makes 3.14 and 3.15 from Debian's packages), the project is built and installed as a
-real wheel into a venv kept in ``build/venvs/`` (gitignored), and the
-interpreter's own ``test.test_socketserver`` is run twice in that venv by
-``cpython_suite_runner.py``: once against the standard ``socketserver`` (the
-baseline: which tests that interpreter skips anyway) and once with
-``sys.modules["socketserver"]`` set to ``socketserver_rs``.  The same is done
-for the interpreter running pytest, where the package must already be
-installed.
+real wheel into a venv kept in ``build/venvs/`` (gitignored), once per pytest
+session, and each of the interpreter's own suites in ``SUITES`` is run twice
+in that venv by ``cpython_suite_runner.py``, side by side: once against the
+standard ``socketserver`` (the baseline: which tests that interpreter skips
+anyway) and once after ``socketserver_rs.patch()``, so that ``socketserver``
+and the standard library's servers built on it (http.server, xmlrpc.server,
+wsgiref.simple_server, logging.config.listen) run on socketserver_rs.  The
+same is done for the interpreter running pytest, where the package must
+already be installed.
 
-Every run must have no failures and no errors, must run tests, and must skip
-nothing that the standard module does not skip as well.
+Every run must have no failures and no errors, must run as many tests as the
+baseline, must skip nothing that the standard module does not skip as well,
+and must show that the servers under test derive from socketserver_rs.
 """
 
 from __future__ import annotations
 
 import fcntl
+import functools
 import importlib.util
 import json
 import os
@@ -49,11 +54,29 @@ SUPPORTED_MINORS = range(9, 16)  # 3.9 .. 3.15
 MADE_INTERPRETERS_DIR = BUILD_DIR / "cpython"
 MARKER = "@@CPYTHON_SUITE_SUMMARY@@ "
 
+# The interpreter's suites, each with the tests to run: None for all of it,
+# else regular expressions matched against the test ids.  Of test_logging,
+# the handlers that talk to servers built on socketserver (socket, datagram,
+# syslog and HTTP handlers, with their Unix and IPv6 variants) and
+# logging.config.listen().
+SUITES: dict[str, Optional[list[str]]] = {
+    "test.test_socketserver": None,
+    "test.test_httpservers": None,
+    "test.test_xmlrpc": None,
+    "test.test_docxmlrpc": None,
+    "test.test_wsgiref": None,
+    "test.test_logging": [
+        r"\.(Unix|IPv6)?(Socket|Datagram|SysLog|HTTP)HandlerTest\.",
+        r"\.Config(Dict|File)Test\.test_listen_",
+    ],
+}
+
 VENV_TIMEOUT = 180
 BUILD_TIMEOUT = 15 * 60
 SUITE_TIMEOUT = 5 * 60
-# Whole test for one interpreter: venv + build + two suite runs, with margin.
-PER_INTERPRETER_TIMEOUT = VENV_TIMEOUT + BUILD_TIMEOUT + 2 * SUITE_TIMEOUT + 60
+# One test: venv + build (the first for an interpreter) + the two suite runs,
+# side by side, with margin.
+PER_SUITE_TIMEOUT = VENV_TIMEOUT + BUILD_TIMEOUT + SUITE_TIMEOUT + 60
 
 
 def _timeout_mark(seconds: int):
@@ -208,8 +231,8 @@ def _venv_matches(venv: Path, base_exe: Path) -> bool:
     return mine.returncode == 0 and mine.stdout == base.stdout
 
 
-def prepare_venv(minor: int, base_exe: Path) -> Path:
-    """Fresh-enough venv for ``base_exe`` with the current source installed."""
+def _build_venv(minor: int, base_exe: Path) -> Path:
+    """Venv for ``base_exe`` with the current source built and installed."""
     venv = VENVS_DIR / f"cp3{minor}"
     with _BuildLock():
         if not _venv_matches(venv, base_exe):
@@ -241,6 +264,26 @@ def prepare_venv(minor: int, base_exe: Path) -> Path:
     return _venv_python(venv)
 
 
+@functools.cache
+def _venv_once(minor: int, base_exe: Path) -> tuple[Optional[Path], str]:
+    """The venv built once per session: (python, "") or (None, why not), so
+    that a failed build fails every suite of that interpreter at once
+    instead of being tried again for each."""
+    try:
+        return _build_venv(minor, base_exe), ""
+    except pytest.fail.Exception as exc:
+        return None, str(exc)
+
+
+def prepare_venv(minor: int, base_exe: Path) -> Path:
+    """The venv of ``base_exe`` with the current source installed, built at
+    the first call of the session."""
+    python, failure = _venv_once(minor, base_exe)
+    if python is None:
+        pytest.fail(failure, pytrace=False)
+    return python
+
+
 def _site_dirs(python: str) -> list[str]:
     probe = (
         "import json, sysconfig; "
@@ -250,51 +293,91 @@ def _site_dirs(python: str) -> list[str]:
     return json.loads(proc.stdout)
 
 
+@functools.cache
+def _origin_args(python: str) -> tuple[str, ...]:
+    """Where the substituted run must find socketserver_rs, and where not."""
+    args: list[str] = []
+    for d in _site_dirs(python):
+        args += ["--expect-under", d]
+    for d in SOURCE_DIRS:
+        args += ["--forbid-under", str(d)]
+    return tuple(args)
+
+
 # --------------------------------------------------------------------------
 # Running the suite
 
 
-def run_suite(python: str, mode: str, runner_args: list[str], tmp_path: Path) -> dict[str, Any]:
-    workdir = tmp_path / mode
-    workdir.mkdir()
-    # -I: no script directory, no current directory, no PYTHON* variables on
-    # sys.path, so the only socketserver_rs in reach is the installed one.
-    cmd = [python, "-I", str(RUNNER), "--mode", mode, *runner_args]
-    start = time.monotonic()
-    try:
-        proc = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            timeout=SUITE_TIMEOUT,
-            cwd=str(workdir),  # the suite creates Unix sockets in the cwd
+class _SuiteRun:
+    """One run of the runner, started at once; ``summary()`` waits for it."""
+
+    def __init__(
+        self, python: str, mode: str, runner_args: list[str], tmp_path: Path, suite: str
+    ) -> None:
+        self.mode = mode
+        workdir = tmp_path / mode
+        workdir.mkdir()
+        # -I: no script directory, no current directory, no PYTHON* variables
+        # on sys.path, so the only socketserver_rs in reach is the installed one.
+        selection = [arg for pattern in SUITES[suite] or [] for arg in ("--select", pattern)]
+        self.cmd = [python, "-I", str(RUNNER), "--mode", mode, "--suite", suite]
+        self.cmd += selection + runner_args
+        self.start = time.monotonic()
+        # Output to files, not pipes: nothing to drain while the other run goes.
+        self.out = open(workdir / "stdout", "w+")
+        self.err = open(workdir / "stderr", "w+")
+        self.proc = subprocess.Popen(
+            self.cmd,
+            stdout=self.out,
+            stderr=self.err,
+            cwd=str(workdir),  # the suites create Unix sockets in the cwd
             env=_clean_env(),
             stdin=subprocess.DEVNULL,
-            check=False,
         )
-    except subprocess.TimeoutExpired as exc:
-        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
-        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
-        pytest.fail(
-            f"{mode} suite run timed out after {SUITE_TIMEOUT}s\n$ {' '.join(cmd)}\n"
-            f"--- stdout ---\n{_tail(out)}\n--- stderr ---\n{_tail(err, 120)}",
-            pytrace=False,
-        )
-    summaries = [
-        line[len(MARKER) :] for line in proc.stdout.splitlines() if line.startswith(MARKER)
-    ]
-    if len(summaries) != 1:
-        pytest.fail(
-            f"{mode} suite run printed {len(summaries)} summaries (exit {proc.returncode})\n"
-            f"$ {' '.join(cmd)}\n"
-            f"--- stdout ---\n{_tail(proc.stdout)}\n--- stderr ---\n{_tail(proc.stderr, 120)}",
-            pytrace=False,
-        )
-    summary = json.loads(summaries[0])
-    summary["returncode"] = proc.returncode
-    summary["stderr"] = proc.stderr
-    summary["wall"] = round(time.monotonic() - start, 1)
-    return summary
+
+    def _output(self) -> tuple[str, str]:
+        texts = []
+        for fh in (self.out, self.err):
+            fh.seek(0)
+            texts.append(fh.read())
+            fh.close()
+        return texts[0], texts[1]
+
+    def summary(self) -> dict[str, Any]:
+        left = max(1.0, SUITE_TIMEOUT - (time.monotonic() - self.start))
+        try:
+            self.proc.wait(timeout=left)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            out, err = self._output()
+            pytest.fail(
+                f"{self.mode} suite run timed out after {SUITE_TIMEOUT}s\n$ {' '.join(self.cmd)}\n"
+                f"--- stdout ---\n{_tail(out)}\n--- stderr ---\n{_tail(err, 120)}",
+                pytrace=False,
+            )
+        out, err = self._output()
+        summaries = [line[len(MARKER) :] for line in out.splitlines() if line.startswith(MARKER)]
+        if len(summaries) != 1:
+            pytest.fail(
+                f"{self.mode} suite run printed {len(summaries)} summaries "
+                f"(exit {self.proc.returncode})\n$ {' '.join(self.cmd)}\n"
+                f"--- stdout ---\n{_tail(out)}\n--- stderr ---\n{_tail(err, 120)}",
+                pytrace=False,
+            )
+        summary = json.loads(summaries[0])
+        summary["returncode"] = self.proc.returncode
+        summary["stderr"] = err
+        # Waited for after the other run: up to then, not the run's own time.
+        summary["wall"] = round(time.monotonic() - self.start, 1)
+        return summary
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for fh in (self.out, self.err):
+            fh.close()
 
 
 def _format_report(label: str, baseline: dict[str, Any], subst: dict[str, Any]) -> list[str]:
@@ -308,6 +391,10 @@ def _format_report(label: str, baseline: dict[str, Any], subst: dict[str, Any]) 
         problems.append(f"whole module skipped: {subst['module_skip']}")
     if not subst.get("tests_run"):
         problems.append("no test ran")
+    elif subst["tests_run"] != baseline.get("tests_run"):
+        problems.append(
+            f"{subst['tests_run']} tests ran, {baseline.get('tests_run')} with the standard module"
+        )
     baseline_bad = {e["id"] for e in baseline.get("failures", []) + baseline.get("errors", [])}
     for kind in ("failures", "errors"):
         for item in subst.get(kind, []):
@@ -328,17 +415,29 @@ def _format_report(label: str, baseline: dict[str, Any], subst: dict[str, Any]) 
     return problems
 
 
-def check_interpreter(label: str, python: str, runner_args: list[str], tmp_path: Path) -> None:
-    baseline = run_suite(python, "stdlib", [], tmp_path)
-    subst = run_suite(python, "substituted", runner_args, tmp_path)
+def check_suite(
+    label: str, python: str, suite: str, runner_args: list[str], tmp_path: Path
+) -> None:
+    # The two runs side by side: the suites mostly wait (timeouts, sleeps).
+    runs = [_SuiteRun(python, "stdlib", [], tmp_path, suite)]
+    try:
+        runs.append(_SuiteRun(python, "substituted", runner_args, tmp_path, suite))
+        baseline, subst = (run.summary() for run in runs)
+    finally:
+        for run in runs:
+            run.stop()
+
+    def line(summary: dict[str, Any]) -> str:
+        return (
+            f"{summary['tests_run']} run, {len(summary['failures'])} failures, "
+            f"{len(summary['errors'])} errors, {len(summary['skipped'])} skipped "
+            f"({summary['elapsed']}s)"
+        )
 
     print(
-        f"{label}: Python {subst['python']} ({subst['executable']})\n"
-        f"  stdlib:          {baseline['tests_run']} run, {len(baseline['failures'])} failures, "
-        f"{len(baseline['errors'])} errors, {len(baseline['skipped'])} skipped "
-        f"({baseline['wall']}s)\n"
-        f"  socketserver_rs: {subst['tests_run']} run, {len(subst['failures'])} failures, "
-        f"{len(subst['errors'])} errors, {len(subst['skipped'])} skipped ({subst['wall']}s)"
+        f"{label} {suite}: Python {subst['python']} ({subst['executable']})\n"
+        f"  stdlib:          {line(baseline)}\n"
+        f"  socketserver_rs: {line(subst)}"
     )
     for check in subst.get("checks", []):
         print(f"  check: {check}")
@@ -346,7 +445,7 @@ def check_interpreter(label: str, python: str, runner_args: list[str], tmp_path:
         print(f"  skipped: {skip['id']}: {skip['reason']}")
     if baseline.get("harness_error") or baseline.get("check_problems"):
         pytest.fail(
-            f"{label}: baseline run with the standard socketserver is broken:\n"
+            f"{label}: baseline run of {suite} with the standard socketserver is broken:\n"
             f"{baseline.get('harness_error') or baseline.get('check_problems')}",
             pytrace=False,
         )
@@ -355,7 +454,7 @@ def check_interpreter(label: str, python: str, runner_args: list[str], tmp_path:
     if problems:
         report = f"\n{'=' * 70}\n".join(problems)
         pytest.fail(
-            f"{label}: test.test_socketserver under socketserver_rs: {len(subst['failures'])} "
+            f"{label}: {suite} under socketserver_rs: {len(subst['failures'])} "
             f"failures, {len(subst['errors'])} errors, {subst['tests_run']} run\n\n{report}",
             pytrace=False,
         )
@@ -386,24 +485,24 @@ def test_the_newest_interpreters_available() -> None:
     )
 
 
-@_timeout_mark(PER_INTERPRETER_TIMEOUT)
+# Interpreter by interpreter, so that each venv is built just before its
+# suites run.
+@_timeout_mark(PER_SUITE_TIMEOUT)
 @pytest.mark.parametrize(
-    "minor,base_exe",
-    [(minor, exe) for (_, minor), exe in INTERPRETERS.items()],
-    ids=[f"cp3{minor}" for (_, minor) in INTERPRETERS],
+    "minor,base_exe,suite",
+    [(minor, exe, suite) for (_, minor), exe in INTERPRETERS.items() for suite in SUITES],
+    ids=[
+        f"cp3{minor}-{suite.rpartition('.')[2]}" for (_, minor) in INTERPRETERS for suite in SUITES
+    ],
 )
-def test_cpython_suite(minor: int, base_exe: Path, tmp_path: Path) -> None:
+def test_cpython_suite(minor: int, base_exe: Path, suite: str, tmp_path: Path) -> None:
     python = str(prepare_venv(minor, base_exe))
-    args: list[str] = []
-    for d in _site_dirs(python):
-        args += ["--expect-under", d]
-    for d in SOURCE_DIRS:
-        args += ["--forbid-under", str(d)]
-    check_interpreter(f"cp3{minor}", python, args, tmp_path)
+    check_suite(f"cp3{minor}", python, suite, list(_origin_args(python)), tmp_path)
 
 
-@_timeout_mark(2 * SUITE_TIMEOUT + 60)
-def test_cpython_suite_running_interpreter(tmp_path: Path) -> None:
+@_timeout_mark(SUITE_TIMEOUT + 60)
+@pytest.mark.parametrize("suite", list(SUITES), ids=[s.rpartition(".")[2] for s in SUITES])
+def test_cpython_suite_running_interpreter(suite: str, tmp_path: Path) -> None:
     spec = importlib.util.find_spec("socketserver_rs")
     if spec is None or not spec.submodule_search_locations:
         pytest.fail(
@@ -415,4 +514,4 @@ def test_cpython_suite_running_interpreter(tmp_path: Path) -> None:
     location: Optional[str] = list(spec.submodule_search_locations)[0]
     args = ["--expect-under", str(Path(location).resolve())]
     label = f"running interpreter {sys.version_info[0]}.{sys.version_info[1]}"
-    check_interpreter(label, sys.executable, args, tmp_path)
+    check_suite(label, sys.executable, suite, args, tmp_path)
