@@ -26,8 +26,6 @@ import functools
 import importlib.util
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
 import time
@@ -90,48 +88,22 @@ def _timeout_mark(seconds: int):
 # Finding interpreters
 
 
-def pyenv_root() -> Path:
-    pyenv = shutil.which("pyenv")
-    if pyenv:
-        try:
-            out = subprocess.run(
-                [pyenv, "root"], capture_output=True, text=True, timeout=30, check=True
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            out = ""
-        if out:
-            return Path(out)
-    env = os.environ.get("PYENV_ROOT")
-    if env:
-        return Path(env)
-    return Path.home() / ".pyenv"
+def _interpreter_finder():
+    """scripts/build-wheels.py, which holds the one definition of where the
+    interpreters are (pyenv, then build/cpython) for the wheels and here."""
+    path = REPO_ROOT / "scripts" / "build-wheels.py"
+    spec = importlib.util.spec_from_file_location("build_wheels", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def find_interpreters() -> dict[tuple[int, int], Path]:
-    """Newest patch release of each CPython 3.9-3.15 under the pyenv root,
-    then the ones made under build/cpython for minor versions pyenv lacks."""
-    versions_dir = pyenv_root() / "versions"
-    best: dict[tuple[int, int], tuple[int, Path]] = {}
-    entries = list(versions_dir.iterdir()) if versions_dir.is_dir() else []
-    for entry in entries:
-        # Plain CPython releases only: "3.12.1", not "3.13.0t", "3.12-dev",
-        # "pypy3.10-7.3.12" or "miniconda3-latest".
-        m = re.fullmatch(r"3\.(\d+)\.(\d+)", entry.name)
-        if not m:
-            continue
-        minor, patch = int(m.group(1)), int(m.group(2))
-        if minor not in SUPPORTED_MINORS:
-            continue
-        exe = entry / "bin" / f"python3.{minor}"
-        if not exe.is_file() or not os.access(exe, os.X_OK):
-            continue
-        if (3, minor) not in best or patch > best[(3, minor)][0]:
-            best[(3, minor)] = (patch, exe)
-    for minor in SUPPORTED_MINORS:
-        exe = MADE_INTERPRETERS_DIR / f"3.{minor}" / "bin" / f"python3.{minor}"
-        if (3, minor) not in best and os.access(exe, os.X_OK):
-            best[(3, minor)] = (0, exe)
-    return {key: exe for key, (_, exe) in sorted(best.items())}
+_finder = _interpreter_finder()
+pyenv_root = _finder.pyenv_root
+find_interpreters = _finder.find_interpreters
+assert _finder.MADE_INTERPRETERS_DIR == MADE_INTERPRETERS_DIR
+assert _finder.SUPPORTED_MINORS == SUPPORTED_MINORS
 
 
 INTERPRETERS = find_interpreters()

@@ -50,7 +50,7 @@ def serve(server):
             server.serve_forever(poll_interval=0.05)
         except BaseException as exc:
             failure.append(repr(exc))
-    thread = threading.Thread(target=run, daemon=True)
+    thread = threading.Thread(target=run, name="serve", daemon=True)
     thread.start()
     return thread, failure
 
@@ -121,14 +121,7 @@ def start(self):
     return real_start(self)
 
 server = server_class()(("127.0.0.1", 0), Echo)
-failure = []
-def run():
-    try:
-        server.serve_forever(poll_interval=0.05)
-    except BaseException as exc:
-        failure.append(repr(exc))
-thread = threading.Thread(target=run, name="serve", daemon=True)
-thread.start()
+thread, failure = serve(server)
 threading.Thread.start = start
 refused = exchange(socket.create_connection(server.server_address), b"refused\\n")
 refuse[0] = False
