@@ -7,6 +7,7 @@ mod dispatch;
 mod errors;
 mod listener;
 mod pool;
+mod proxy;
 mod readbuf;
 mod serve;
 mod socket_file;
@@ -26,6 +27,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     dispatch::register(m)?;
     pool::register(m)?;
     stats::register(m)?;
+    proxy::register(m)?;
     stream::register(m)?;
     Ok(())
 }

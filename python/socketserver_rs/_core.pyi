@@ -24,6 +24,8 @@ __all__ = [
     "check_max_size",
     "body_read_size",
     "truncated_body",
+    "parse_proxy_header",
+    "PROXY_V1_MAX",
 ]
 __version__: str
 
@@ -261,3 +263,14 @@ def body_read_size(received: int, length: int) -> int:
 
 def truncated_body(received: int, length: int) -> EOFError:
     """The EOFError for a payload cut short after received of length bytes."""
+
+PROXY_V1_MAX: int
+"""The longest PROXY protocol version 1 header, CRLF included (107)."""
+
+def parse_proxy_header(
+    data: bytes,
+) -> int | tuple[int, int, str, str, str, Any, Any, list[tuple[int, bytes]]]:
+    """The PROXY protocol header (version 1 or 2) data starts with, as
+    (version, length, command, family, protocol, source, destination, tlvs);
+    or, while incomplete, how many more bytes at least belong to it.
+    ValueError as soon as data cannot start a header."""
