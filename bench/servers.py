@@ -202,7 +202,11 @@ def main():
     p = commands.add_parser("serve")
     p.add_argument("--impl", choices=["std", "rs"], required=True)
     p.add_argument("--server", required=True)
-    p.add_argument("--handler", choices=["line", "bulk-files", "bulk-plain", "udp"], required=True)
+    p.add_argument(
+        "--handler",
+        choices=["line", "line-unmetered", "bulk-files", "bulk-plain", "udp"],
+        required=True,
+    )
     p = commands.add_parser("uvloop")
     p.add_argument("--proto", choices=["tcp", "udp"], required=True)
     p = commands.add_parser("http")
