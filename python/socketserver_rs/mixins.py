@@ -14,6 +14,7 @@ from functools import partial
 from socketserver_rs import _core
 from socketserver_rs.cooperative import cooperative
 from socketserver_rs.fast_path import standard_hooks
+from socketserver_rs.tls import _pending as pending_handshakes
 from socketserver_rs.tls import complete_handshake
 
 __all__ = ["ThreadingMixIn"]
@@ -227,13 +228,21 @@ def _spawner(server, threads):
 
 
 def _process_request_thread(server, request, client_address):
+    connections = server.__dict__.get("_BaseServer__connections", {})
+    _serve_on_worker(server._serve_loop().stats, connections, server, request, client_address)
+
+
+def _serve_on_worker(stats, connections, server, request, client_address):
+    # What a worker does with a request: the TLS handshake still owed, if
+    # any, then process_request_thread(); the fast path binds the first two
+    # arguments once per serve_forever().
     try:
-        if complete_handshake(server, request, client_address):
+        if not pending_handshakes or complete_handshake(server, request, client_address):
             server.process_request_thread(request, client_address)
     finally:
-        server._serve_loop().stats.request_finished()
+        stats.request_finished()
         # Should a handler's finish() not have untracked it (see handlers.py).
-        server.__dict__.get("_BaseServer__connections", {}).pop(request, None)
+        connections.pop(request, None)
 
 
 @standard_hooks
@@ -364,10 +373,13 @@ class ThreadingMixIn:
 
     def _fast_request_taker(self, fast):
         # The core accepts the waiting requests and queues each for a worker.
-        return partial(self._dispatch_fast, fast, self._worker_pool())
+        runner = partial(
+            _serve_on_worker, self._serve_loop().stats, self.__dict__["_BaseServer__connections"]
+        )
+        return partial(self._dispatch_fast, fast, self._worker_pool(), runner)
 
-    def _dispatch_fast(self, fast, pool):
-        untaken = fast.dispatch(self, pool, _process_request_thread)
+    def _dispatch_fast(self, fast, pool, runner):
+        untaken = fast.dispatch(self, pool, runner)
         if untaken is None:
             return
         # Its worker could not start, or the pool was closed under us
