@@ -6,6 +6,7 @@ mod detach;
 mod dispatch;
 mod errors;
 mod listener;
+mod message_loop;
 mod pool;
 mod readbuf;
 mod serve;
@@ -24,6 +25,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     listener::register(m)?;
     serve::register(m)?;
     dispatch::register(m)?;
+    message_loop::register(m)?;
     pool::register(m)?;
     stats::register(m)?;
     stream::register(m)?;
