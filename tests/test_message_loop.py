@@ -20,11 +20,17 @@ SERVERS = {"plain": socketserver_rs.TCPServer, "threading": socketserver_rs.Thre
 
 
 class Upper(MessageRequestHandler):
+
+
+    event_driven = True
     def handle_message(self, message):
         return message.upper()
 
 
 class Counted(MessageRequestHandler):
+
+
+    event_driven = True
     """Counts setup() and finish() calls on the class."""
 
     setups = 0
@@ -113,6 +119,7 @@ def test_message_sizes(server_class, size):
 
 def test_replies_keep_their_order_on_one_connection(server_class):
     class Slow(MessageRequestHandler):
+        event_driven = True
         def handle_message(self, message):
             time.sleep((int(message) % 3) * 0.001)
             return message
@@ -150,6 +157,7 @@ def test_a_message_over_the_limit_fails_that_connection_only(server_class):
 
 def test_an_exception_from_handle_message_closes_that_connection(server_class):
     class Picky(MessageRequestHandler):
+        event_driven = True
         def handle_message(self, message):
             if message == b"boom":
                 raise RuntimeError("boom")
@@ -182,6 +190,7 @@ def test_a_message_cut_short_goes_to_handle_error(server_class):
 
 def test_a_client_that_does_not_read_holds_bounded_memory(server_class):
     class Big(MessageRequestHandler):
+        event_driven = True
         def handle_message(self, message):
             return b"r" * 65536
 
@@ -298,6 +307,16 @@ def test_handlers_that_opt_out_keep_the_thread_model(server_class, opt_out):
         assert messages_of(server) is None
 
 
+def test_the_thread_model_is_the_default():
+    class Plain(MessageRequestHandler):
+        def handle_message(self, message):
+            return message
+
+    server = socketserver_rs.TCPServer(("127.0.0.1", 0), Plain, bind_and_activate=False)
+    assert not message_loop.event_driven(server)
+    server.server_close()
+
+
 def test_which_handlers_are_event_driven():
     server = socketserver_rs.TCPServer(("127.0.0.1", 0), Upper, bind_and_activate=False)
     assert message_loop.event_driven(server)
@@ -337,6 +356,8 @@ IDLE_SCRIPT = textwrap.dedent(
     count = min(10_000, hard - 100)
 
     class Echo(socketserver_rs.MessageRequestHandler):
+
+        event_driven = True
         def handle_message(self, message):
             return message
 

@@ -2,8 +2,8 @@
 
 A MessageRequestHandler that only answers messages (it overrides
 handle_message() and not handle()) keeps no stack between them, so it needs
-no thread of its own. When serve_forever() would take the fast path on a
-stream server with such a handler, the core's MessageLoop waits on the
+no thread of its own. When such a handler sets ``event_driven = True`` and
+serve_forever() would take the fast path on a stream server, the core's MessageLoop waits on the
 listening socket and every connection at once, reads and decodes the
 messages, and writes the replies; this module runs the handlers:
 
@@ -18,9 +18,10 @@ messages, and writes the replies; this module runs the handlers:
   one cut short, or a socket error ends that connection through the
   server's handle_error(), as it would end handle() in the thread model.
 
-A handler class opts out with ``event_driven = False`` (or by overriding
-handle()); one with a ``timeout`` takes the thread model too, where the
-timeout is a socket timeout of its own thread.
+Opt-in: a handler class takes this path with ``event_driven = True`` (the
+default, False, keeps a thread per connection). One that overrides
+handle(), or has a ``timeout``, takes the thread model all the same: there
+the timeout is a socket timeout of its own thread.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def event_driven(server):
     cls = getattr(server, "RequestHandlerClass", None)
     if not isinstance(cls, type) or not issubclass(cls, MessageRequestHandler):
         return False
-    if not getattr(cls, "event_driven", True):
+    if not getattr(cls, "event_driven", False):
         return False
     if cls.handle is not MessageRequestHandler.handle:
         return False
