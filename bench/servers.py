@@ -4,6 +4,7 @@
     python bench/servers.py uvloop --proto tcp|udp
     python bench/servers.py http --impl std|rs
     python bench/servers.py shutdown --impl std|rs --tries N
+    python bench/servers.py framed --model thread|event|event-threading|uvloop
 
 The serving commands bind 127.0.0.1 on a free port, print ``PORT <n>`` and
 serve until their standard input closes. ``shutdown`` prints one JSON line
@@ -153,6 +154,63 @@ def serve_uvloop(args):
     uvloop.run(main())
 
 
+def serve_framed(args):
+    """Echo of length-prefixed messages: socketserver_rs's
+    MessageRequestHandler in the thread model (``thread``: a
+    ThreadingTCPServer, a thread per connection) or event-driven (``event``:
+    a TCPServer running handlers on its serving thread; ``event-threading``:
+    a ThreadingTCPServer running them on its pool), or a uvloop
+    asyncio.Protocol decoding the same frames."""
+    if args.model == "uvloop":
+        return serve_framed_uvloop()
+    import socketserver_rs
+
+    class Echo(socketserver_rs.MessageRequestHandler):
+        event_driven = args.model != "thread"
+
+        def handle_message(self, message):
+            return message
+
+    server_class = (
+        socketserver_rs.TCPServer if args.model == "event" else socketserver_rs.ThreadingTCPServer
+    )
+    server = server_class(("127.0.0.1", 0), Echo)
+    exit_when_stdin_closes()
+    announce(server.server_address[1])
+    server.serve_forever()
+
+
+def serve_framed_uvloop():
+    import asyncio
+
+    import uvloop
+
+    class FramedEcho(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+            self.buffer = bytearray()
+
+        def data_received(self, data):
+            buffer = self.buffer
+            buffer += data
+            while len(buffer) >= 4:
+                end = 4 + int.from_bytes(buffer[:4], "big")
+                if len(buffer) < end:
+                    break
+                message = bytes(buffer[4:end])
+                del buffer[:end]
+                self.transport.write(len(message).to_bytes(4, "big") + message)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(FramedEcho, "127.0.0.1", 0)
+        exit_when_stdin_closes()
+        announce(server.sockets[0].getsockname()[1])
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
+
+
 def serve_http(args):
     if args.impl == "rs":
         import socketserver_rs
@@ -209,15 +267,23 @@ def main():
     )
     p = commands.add_parser("uvloop")
     p.add_argument("--proto", choices=["tcp", "udp"], required=True)
+    p = commands.add_parser("framed")
+    models = ["thread", "event", "event-threading", "uvloop"]
+    p.add_argument("--model", choices=models, required=True)
     p = commands.add_parser("http")
     p.add_argument("--impl", choices=["std", "rs"], required=True)
     p = commands.add_parser("shutdown")
     p.add_argument("--impl", choices=["std", "rs"], required=True)
     p.add_argument("--tries", type=int, default=50)
     args = parser.parse_args()
-    {"serve": serve, "uvloop": serve_uvloop, "http": serve_http, "shutdown": measure_shutdown}[
-        args.command
-    ](args)
+    run_command = {
+        "serve": serve,
+        "uvloop": serve_uvloop,
+        "framed": serve_framed,
+        "http": serve_http,
+        "shutdown": measure_shutdown,
+    }
+    run_command[args.command](args)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ mod detach;
 mod dispatch;
 mod errors;
 mod listener;
+mod message_loop;
 mod pool;
 mod proxy;
 mod readbuf;
@@ -25,6 +26,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     listener::register(m)?;
     serve::register(m)?;
     dispatch::register(m)?;
+    message_loop::register(m)?;
     pool::register(m)?;
     stats::register(m)?;
     proxy::register(m)?;

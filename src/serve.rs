@@ -360,7 +360,12 @@ impl ServeLoop {
         }
     }
 
-    fn drain_wakes(&self) {
+    /// The descriptor that becomes readable when shutdown is requested.
+    pub fn wake_fd(&self) -> RawFd {
+        self.wake_read.as_raw_fd()
+    }
+
+    pub fn drain_wakes(&self) {
         let mut sink = [std::mem::MaybeUninit::<u8>::uninit(); 64];
         while matches!(self.wake_read.recv(&mut sink), Ok(n) if n > 0) {}
     }

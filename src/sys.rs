@@ -1,4 +1,4 @@
-//! The one place that calls the C library: `poll`, `recv` and `sendmsg` on
+//! The one place that calls the C library: `poll`, `epoll`, `recv` and `sendmsg` on
 //! descriptors that Python owns, the parts of a socket address that socket2
 //! does not give (an IPv6 host with its scope, an AF_UNIX path as the kernel
 //! wrote it), the two questions `detach` asks of the process, and the errno
@@ -100,6 +100,209 @@ pub fn poll<const N: usize>(
         return Err(io::Error::last_os_error());
     }
     Ok(pollfds.map(|pfd| Readiness(pfd.revents)))
+}
+
+/// One descriptor's readiness as reported by a `Poller`: the token it was
+/// registered with, and what it is ready for.  An error or a hang-up counts
+/// as both, so that the next read or write reports it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct PollEvent {
+    pub token: u64,
+    pub readable: bool,
+    pub writable: bool,
+}
+
+/// Readiness of many descriptors at once, level-triggered: epoll on Linux,
+/// poll(2) over a registration table elsewhere.  Registrations may change
+/// from any thread while another waits; the change applies to that wait.
+#[cfg(target_os = "linux")]
+pub type Poller = Epoll;
+#[cfg(not(target_os = "linux"))]
+pub type Poller = PollSet;
+
+/// Most events taken from the kernel per wait.
+const POLL_BATCH: usize = 1024;
+
+#[cfg(target_os = "linux")]
+pub struct Epoll {
+    epfd: std::os::fd::OwnedFd,
+}
+
+#[cfg(target_os = "linux")]
+impl Epoll {
+    pub fn new() -> io::Result<Self> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: a plain system call; on success we own the new descriptor.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and nothing else owns it.
+        Ok(Self {
+            epfd: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    fn ctl(&self, op: c_int, fd: RawFd, token: u64, read: bool, write: bool) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let mut events = 0;
+        if read {
+            events |= libc::EPOLLIN;
+        }
+        if write {
+            events |= libc::EPOLLOUT;
+        }
+        let mut event = libc::epoll_event {
+            events: events as u32,
+            u64: token,
+        };
+        // SAFETY: `event` is a valid epoll_event for the call (ignored by DEL).
+        let ret = unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), op, fd, &mut event) };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Watch `fd` for reading and/or writing, reported as `token`.
+    pub fn add(&self, fd: RawFd, token: u64, read: bool, write: bool) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, token, read, write)
+    }
+
+    /// Change what `fd` is watched for.
+    pub fn modify(&self, fd: RawFd, token: u64, read: bool, write: bool) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, token, read, write)
+    }
+
+    /// Stop watching `fd` (before it is closed).
+    pub fn delete(&self, fd: RawFd) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, false, false)
+    }
+
+    /// Wait up to `timeout` (None: no limit) and append what is ready to
+    /// `events`.  EINTR comes back as an `Interrupted` error.
+    pub fn wait(&self, events: &mut Vec<PollEvent>, timeout: Option<Duration>) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let mut raw = [libc::epoll_event { events: 0, u64: 0 }; POLL_BATCH];
+        // SAFETY: `raw` holds POLL_BATCH entries that the kernel may write.
+        let ret = unsafe {
+            libc::epoll_wait(
+                self.epfd.as_raw_fd(),
+                raw.as_mut_ptr(),
+                POLL_BATCH as c_int,
+                poll_millis(timeout),
+            )
+        };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let trouble = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
+        for event in &raw[..ret as usize] {
+            let bits = event.events;
+            events.push(PollEvent {
+                token: event.u64,
+                readable: bits & (libc::EPOLLIN as u32 | trouble) != 0,
+                writable: bits & (libc::EPOLLOUT as u32 | trouble) != 0,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The portable `Poller`: a table of registrations and poll(2) over it,
+/// with a socket pair that restarts a wait when the table changes.
+/// (Built on Linux too, for its tests.)
+#[cfg_attr(target_os = "linux", allow(dead_code))]
+pub struct PollSet {
+    table: std::sync::Mutex<std::collections::HashMap<RawFd, (u64, c_short)>>,
+    wake: (socket2::Socket, socket2::Socket),
+}
+
+#[cfg_attr(target_os = "linux", allow(dead_code))]
+impl PollSet {
+    pub fn new() -> io::Result<Self> {
+        use socket2::{Domain, Socket, Type};
+        let (reader, writer) = Socket::pair(Domain::UNIX, Type::STREAM, None)?;
+        reader.set_nonblocking(true)?;
+        writer.set_nonblocking(true)?;
+        Ok(Self {
+            table: std::sync::Mutex::new(std::collections::HashMap::new()),
+            wake: (reader, writer),
+        })
+    }
+
+    fn set(&self, fd: RawFd, entry: Option<(u64, c_short)>) {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        match entry {
+            Some(entry) => table.insert(fd, entry),
+            None => table.remove(&fd),
+        };
+        drop(table);
+        // A full pipe already holds a wake-up.
+        let _ = self.wake.1.send(&[1]);
+    }
+
+    fn events(read: bool, write: bool) -> c_short {
+        (if read { libc::POLLIN } else { 0 }) | (if write { libc::POLLOUT } else { 0 })
+    }
+
+    pub fn add(&self, fd: RawFd, token: u64, read: bool, write: bool) -> io::Result<()> {
+        self.set(fd, Some((token, Self::events(read, write))));
+        Ok(())
+    }
+
+    pub fn modify(&self, fd: RawFd, token: u64, read: bool, write: bool) -> io::Result<()> {
+        self.add(fd, token, read, write)
+    }
+
+    pub fn delete(&self, fd: RawFd) -> io::Result<()> {
+        self.set(fd, None);
+        Ok(())
+    }
+
+    pub fn wait(&self, events: &mut Vec<PollEvent>, timeout: Option<Duration>) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let wake_fd = self.wake.0.as_raw_fd();
+        let (mut pollfds, tokens): (Vec<libc::pollfd>, Vec<u64>) = {
+            let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+            table
+                .iter()
+                .filter(|(_, &(_, interest))| interest != 0)
+                .map(|(&fd, &(token, interest))| {
+                    let pfd = libc::pollfd {
+                        fd,
+                        events: interest,
+                        revents: 0,
+                    };
+                    (pfd, token)
+                })
+                .unzip()
+        };
+        pollfds.push(libc::pollfd {
+            fd: wake_fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        let count = libc::nfds_t::try_from(pollfds.len()).unwrap_or(libc::nfds_t::MAX);
+        // SAFETY: `pollfds` holds `count` initialised entries for the call.
+        let ret = unsafe { libc::poll(pollfds.as_mut_ptr(), count, poll_millis(timeout)) };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let trouble = libc::POLLERR | libc::POLLHUP | libc::POLLNVAL;
+        for (pfd, &token) in pollfds.iter().zip(&tokens) {
+            if pfd.revents != 0 {
+                events.push(PollEvent {
+                    token,
+                    readable: pfd.revents & (libc::POLLIN | trouble) != 0,
+                    writable: pfd.revents & (libc::POLLOUT | trouble) != 0,
+                });
+            }
+        }
+        let mut sink = [MaybeUninit::<u8>::uninit(); 64];
+        while matches!(recv(wake_fd, &mut sink, MSG_DONTWAIT), Ok(n) if n > 0) {}
+        Ok(())
+    }
 }
 
 /// Whether `fd` is readable right now.
@@ -289,6 +492,85 @@ mod tests {
         let mut buf = [MaybeUninit::<u8>::uninit(); 4];
         let err = recv(b.as_raw_fd(), &mut buf, MSG_DONTWAIT).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+    }
+
+    fn pollers_report_tokens<P>(
+        poller: P,
+        add: impl Fn(&P, RawFd, u64, bool, bool),
+        wait: impl Fn(&P, &mut Vec<PollEvent>),
+    ) {
+        let (a, b) = Socket::pair(Domain::UNIX, Type::STREAM, None).unwrap();
+        add(&poller, a.as_raw_fd(), 7, true, false);
+        let mut events = Vec::new();
+        wait(&poller, &mut events);
+        assert!(events.is_empty(), "{events:?}");
+        b.send(b"x").unwrap();
+        wait(&poller, &mut events);
+        assert_eq!(
+            events,
+            [PollEvent {
+                token: 7,
+                readable: true,
+                writable: false
+            }]
+        );
+        events.clear();
+        add(&poller, b.as_raw_fd(), 9, false, true);
+        wait(&poller, &mut events);
+        events.sort_by_key(|event| event.token);
+        assert_eq!(events.len(), 2);
+        assert!(events[1].token == 9 && events[1].writable && !events[1].readable);
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn epoll_reports_tokens_and_forgets_deleted_descriptors() {
+        let poller = Epoll::new().unwrap();
+        pollers_report_tokens(
+            poller,
+            |p, fd, token, read, write| p.add(fd, token, read, write).unwrap(),
+            |p, events| p.wait(events, Some(Duration::from_millis(10))).unwrap(),
+        );
+        let poller = Epoll::new().unwrap();
+        let (a, b) = Socket::pair(Domain::UNIX, Type::STREAM, None).unwrap();
+        poller.add(a.as_raw_fd(), 1, true, false).unwrap();
+        b.send(b"x").unwrap();
+        poller.modify(a.as_raw_fd(), 1, false, false).unwrap();
+        let mut events = Vec::new();
+        poller.wait(&mut events, Some(Duration::ZERO)).unwrap();
+        assert!(events.is_empty());
+        poller.delete(a.as_raw_fd()).unwrap();
+        assert!(poller.delete(a.as_raw_fd()).is_err());
+    }
+
+    #[test]
+    fn poll_set_reports_tokens_and_wakes_on_changes() {
+        let poller = PollSet::new().unwrap();
+        pollers_report_tokens(
+            poller,
+            |p, fd, token, read, write| p.add(fd, token, read, write).unwrap(),
+            |p, events| p.wait(events, Some(Duration::from_millis(10))).unwrap(),
+        );
+        let poller = std::sync::Arc::new(PollSet::new().unwrap());
+        let (a, _b) = Socket::pair(Domain::UNIX, Type::STREAM, None).unwrap();
+        let fd = a.as_raw_fd();
+        let changer = {
+            let poller = poller.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                poller.add(fd, 3, false, true).unwrap();
+            })
+        };
+        let started = Instant::now();
+        let mut events = Vec::new();
+        while events.is_empty() {
+            poller
+                .wait(&mut events, Some(Duration::from_secs(5)))
+                .unwrap();
+        }
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(events[0].token, 3);
+        changer.join().unwrap();
     }
 
     #[test]

@@ -10,6 +10,11 @@ __all__ = [
     "set_reuse",
     "ServeLoop",
     "FastPath",
+    "MessageLoop",
+    "EVENT_OPENED",
+    "EVENT_MESSAGE",
+    "EVENT_CLOSED",
+    "EVENT_FAILED",
     "WorkerPool",
     "ServerStats",
     "Worker",
@@ -99,6 +104,51 @@ class FastPath:
         client_address); return (request, client_address, error) for one it
         did not take (error: what starting its worker raised; None: the pool
         was closed), or None."""
+
+EVENT_OPENED: int
+EVENT_MESSAGE: int
+EVENT_CLOSED: int
+EVENT_FAILED: int
+
+@final
+class MessageLoop:
+    """The readiness loop of a server whose handlers answer framed
+    messages: accepts, reads and decodes messages, writes replies, and
+    reports what happened; handlers run in Python."""
+
+    def __new__(
+        cls, socket: Any, serve_loop: ServeLoop, max_message_size: int, nodelay: bool
+    ) -> MessageLoop: ...
+    def wait(self, timeout: Optional[float] = None) -> Optional[list[tuple[int, int, Any]]]:
+        """Wait up to timeout seconds (None: no limit); the events, as
+        (kind, conn_id, payload): EVENT_OPENED with (socket, client_address),
+        EVENT_MESSAGE with the payload (bytes), EVENT_CLOSED with None (the
+        client closed between messages), EVENT_FAILED with the exception
+        that ended the connection. Empty when the time passed; None once
+        shutdown is requested. GIL released, signals checked every 100 ms.
+        An ended connection is no longer watched: its socket is the
+        caller's to close."""
+    def reply(self, conn_id: int, data: Optional[bytes]) -> bool:
+        """The handler of conn_id is done with its message: send data as a
+        message (None: no reply) and read the next one. Thread-safe. False
+        when the connection was closed meanwhile (close_all()); an error
+        sending is raised, the connection left for close()."""
+    def close(self, conn_id: int) -> bool:
+        """Stop watching conn_id before its socket is closed; whether it
+        was still open. Thread-safe."""
+    def close_all(self) -> list[tuple[int, bool]]:
+        """Forget every connection: (conn_id, busy) for each, busy when its
+        handler still has a message (its reply() then returns False)."""
+    @property
+    def connections(self) -> int:
+        """Connections open."""
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes held for all connections: received and not yet delivered,
+        plus replies not yet sent."""
+    @property
+    def listener_fd(self) -> int:
+        """The listening socket's descriptor."""
 
 @final
 class ServerStats:

@@ -93,6 +93,11 @@ class MessageRequestHandler(StreamRequestHandler):
 
     max_message_size = DEFAULT_MAX_MESSAGE_SIZE
 
+    # Opt-in: serve connections of a handler that only overrides
+    # handle_message() from one readiness loop, without a thread each
+    # (see message_loop.py).
+    event_driven = False
+
     @_timeout_error
     def read_message(self):
         """The next message, or None when the client closed between messages."""

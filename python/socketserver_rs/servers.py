@@ -18,7 +18,7 @@ import threading
 import time
 from functools import partial
 
-from socketserver_rs import _core
+from socketserver_rs import _core, message_loop
 from socketserver_rs.cooperative import cooperative
 from socketserver_rs.fast_path import hooks_are_standard, standard_hooks
 from socketserver_rs.tls import accept_deferring_handshake
@@ -194,6 +194,8 @@ class BaseServer:
                 return self._serve_cooperatively(poll_interval)
             handle = self._request_taker(loop)
             actions = self.service_actions if self._has_service_actions() else None
+            if type(handle) is message_loop.Messages:
+                return handle.serve(poll_interval, actions)
             fd = self.fileno()
             wait = loop.wait
             pool = self._bounded_pool()
@@ -437,6 +439,10 @@ class BaseServer:
         fast = self._fast_path(loop)
         if fast is None:
             return self._handle_request_noblock
+        if fast.stream and message_loop.event_driven(self):
+            # Handlers that only answer messages share one readiness loop
+            # instead of a thread each (see message_loop.py).
+            return message_loop.serving(self, loop, _is_tcp(self.socket))
         return self._fast_request_taker(fast)
 
     def _fast_request_taker(self, fast):
@@ -630,6 +636,7 @@ class TCPServer(BaseServer):
         May be overridden.
         """
         self.socket.close()
+        message_loop.close_connections(self)
 
     def fileno(self):
         """Return socket file number.

@@ -23,7 +23,7 @@ use pyo3::exceptions::{PyBufferError, PyMemoryError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-mod codec;
+pub mod codec;
 mod lock;
 mod reader;
 mod reading;

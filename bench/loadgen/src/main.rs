@@ -14,6 +14,9 @@
 //!              gives up after 10 connections that got no echo within 2 s
 //!   burst      N simultaneous connects, each sending a line and reading the
 //!              reply; latency is from the common start to the reply
+//!   framed     keepalive with length-prefixed messages: N connections, each
+//!              sending a message of --size bytes (a 4-byte big-endian
+//!              length, then the payload) and reading the reply, in a loop
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
@@ -271,6 +274,68 @@ fn keepalive(args: &Args, addr: SocketAddr) {
     report(tally, secs, "");
 }
 
+/// Sends `msg` (framed already) and reads one framed reply; it must match.
+fn framed_round_trip(
+    stream: &mut TcpStream,
+    msg: &[u8],
+    reply: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    stream.write_all(msg)?;
+    let mut header = [0u8; 4];
+    stream.read_exact(&mut header)?;
+    let len = u32::from_be_bytes(header) as usize;
+    reply.resize(len, 0);
+    stream.read_exact(reply)?;
+    if len + 4 != msg.len() || reply.as_slice() != &msg[4..] {
+        return Err(std::io::Error::other("short or wrong reply"));
+    }
+    Ok(())
+}
+
+fn framed(args: &Args, addr: SocketAddr) {
+    let payload: Vec<u8> = (0..args.size).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut msg = (payload.len() as u32).to_be_bytes().to_vec();
+    msg.extend_from_slice(&payload);
+    let (tally, secs) = timed(args, move |i, phase| {
+        let mut tally = Tally::default();
+        let mut reply = Vec::with_capacity(msg.len());
+        stagger(i);
+        let mut announced = false;
+        'reconnect: while phase.load(Ordering::Relaxed) != DONE {
+            let Ok(mut stream) = connect(addr) else {
+                tally.errors += 1;
+                thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            loop {
+                let began = Instant::now();
+                let ok = framed_round_trip(&mut stream, &msg, &mut reply).is_ok();
+                let ended = Instant::now();
+                if !announced {
+                    announced = true;
+                    ready();
+                }
+                match phase.load(Ordering::Relaxed) {
+                    MEASURE if ok => {
+                        tally.requests += 1;
+                        tally.bytes += msg.len() as u64;
+                        tally.latencies_ns.push((ended - began).as_nanos() as u64);
+                    }
+                    MEASURE => tally.errors += 1,
+                    DONE => break 'reconnect,
+                    _ => {}
+                }
+                if !ok {
+                    continue 'reconnect;
+                }
+            }
+        }
+        tally.stalled = u64::from(tally.requests == 0);
+        tally
+    });
+    report(tally, secs, "");
+}
+
 fn connper(args: &Args, addr: SocketAddr) {
     let msg = line(args.size);
     let (tally, secs) = timed(args, move |_, phase| {
@@ -473,7 +538,7 @@ fn burst(args: &Args, addr: SocketAddr) {
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
     let Some(command) = argv.get(1) else {
-        fail("usage: loadgen keepalive|connper|udp|bulk|idle|burst --port N [options]");
+        fail("usage: loadgen keepalive|connper|udp|bulk|idle|burst|framed --port N [options]");
     };
     let args = parse_args(&argv[2..]);
     let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
@@ -484,6 +549,7 @@ fn main() {
         "bulk" => bulk(&args, addr),
         "idle" => idle(&args, addr),
         "burst" => burst(&args, addr),
+        "framed" => framed(&args, addr),
         other => fail(&format!("unknown command {other}")),
     }
 }

@@ -1,0 +1,402 @@
+"""Handlers that only answer framed messages are served from one readiness
+loop instead of a thread per connection (message_loop.py, the core's
+MessageLoop)."""
+
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+from conftest import IO_TIMEOUT, wait_until
+
+import socketserver_rs
+from socketserver_rs import MessageClient, MessageRequestHandler, message_loop
+
+SERVERS = {"plain": socketserver_rs.TCPServer, "threading": socketserver_rs.ThreadingTCPServer}
+
+
+class Upper(MessageRequestHandler):
+
+
+    event_driven = True
+    def handle_message(self, message):
+        return message.upper()
+
+
+class Counted(MessageRequestHandler):
+
+
+    event_driven = True
+    """Counts setup() and finish() calls on the class."""
+
+    setups = 0
+    finishes = 0
+    lock = threading.Lock()
+
+    def setup(self):
+        super().setup()
+        with self.lock:
+            type(self).setups += 1
+
+    def finish(self):
+        with self.lock:
+            type(self).finishes += 1
+        super().finish()
+
+    def handle_message(self, message):
+        return message
+
+
+class Recording:
+    """A server mixin that records what handle_error() saw."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.errors = []
+
+    def handle_error(self, request, client_address):
+        self.errors.append(sys.exc_info()[1])
+
+
+def serve(server):
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    return thread
+
+
+def messages_of(server):
+    return server.__dict__.get("_BaseServer__messages")
+
+
+@pytest.fixture(params=sorted(SERVERS))
+def server_class(request):
+    return SERVERS[request.param]
+
+
+def make(server_class, handler, recording=False):
+    bases = (Recording, server_class) if recording else (server_class,)
+    cls = type("Server", bases, {})
+    return cls(("127.0.0.1", 0), handler)
+
+
+def test_echo_over_many_connections(server_class):
+    with make(server_class, Upper) as server:
+        thread = serve(server)
+        clients = [MessageClient(server.server_address, timeout=IO_TIMEOUT) for _ in range(200)]
+        try:
+            for round_ in range(3):
+                for i, client in enumerate(clients):
+                    client.send_message(b"msg %d %d" % (i, round_))
+                for i, client in enumerate(clients):
+                    assert client.recv_message() == b"MSG %d %d" % (i, round_)
+            assert messages_of(server) is not None
+            assert messages_of(server).core.connections == 200
+            if server_class is socketserver_rs.TCPServer:
+                # Handlers ran on the serving thread; a threading server's
+                # pool grows with the messages in flight at once instead.
+                assert threading.active_count() < 20
+        finally:
+            for client in clients:
+                client.close()
+            server.shutdown()
+            thread.join(IO_TIMEOUT)
+
+
+@pytest.mark.parametrize("size", [0, 1, 65536, 3 * 1024 * 1024 + 7])
+def test_message_sizes(server_class, size):
+    with make(server_class, Upper) as server:
+        thread = serve(server)
+        with MessageClient(server.server_address, timeout=IO_TIMEOUT) as client:
+            data = bytes(range(97, 123)) * (size // 26) + b"a" * (size % 26)
+            assert client.request(data) == data.upper()
+        server.shutdown()
+        thread.join(IO_TIMEOUT)
+
+
+def test_replies_keep_their_order_on_one_connection(server_class):
+    class Slow(MessageRequestHandler):
+        event_driven = True
+        def handle_message(self, message):
+            time.sleep((int(message) % 3) * 0.001)
+            return message
+
+    with make(server_class, Slow) as server:
+        thread = serve(server)
+        with MessageClient(server.server_address, timeout=IO_TIMEOUT) as client:
+            for i in range(300):
+                client.send_message(b"%d" % i)
+            assert [int(client.recv_message()) for _ in range(300)] == list(range(300))
+        server.shutdown()
+        thread.join(IO_TIMEOUT)
+
+
+def test_a_message_over_the_limit_fails_that_connection_only(server_class):
+    class Small(Upper):
+        max_message_size = 16
+
+    with make(server_class, Small, recording=True) as server:
+        thread = serve(server)
+        with MessageClient(server.server_address, timeout=IO_TIMEOUT) as good:
+            with MessageClient(server.server_address, timeout=IO_TIMEOUT) as bad:
+                assert bad.request(b"a" * 16) == b"A" * 16
+                bad.socket.sendall(struct.pack(">I", 17) + b"b" * 17)
+                assert bad.recv_message() is None
+            assert good.request(b"still here") == b"STILL HERE"
+        assert wait_until(lambda: server.errors)
+        [error] = server.errors
+        assert isinstance(error, ValueError) and "exceeds max_size 16" in str(error)
+        assert wait_until(lambda: server.stats()["requests_active"] == 0)
+        assert server.stats()["errors"] == 1
+        server.shutdown()
+        thread.join(IO_TIMEOUT)
+
+
+def test_an_exception_from_handle_message_closes_that_connection(server_class):
+    class Picky(MessageRequestHandler):
+        event_driven = True
+        def handle_message(self, message):
+            if message == b"boom":
+                raise RuntimeError("boom")
+            return message
+
+    with make(server_class, Picky, recording=True) as server:
+        thread = serve(server)
+        with MessageClient(server.server_address, timeout=IO_TIMEOUT) as other:
+            with MessageClient(server.server_address, timeout=IO_TIMEOUT) as client:
+                client.send_message(b"boom")
+                assert client.recv_message() is None
+            assert other.request(b"ok") == b"ok"
+        assert wait_until(lambda: server.errors)
+        assert [type(error) for error in server.errors] == [RuntimeError]
+        server.shutdown()
+        thread.join(IO_TIMEOUT)
+
+
+def test_a_message_cut_short_goes_to_handle_error(server_class):
+    with make(server_class, Upper, recording=True) as server:
+        thread = serve(server)
+        with socket.create_connection(server.server_address, timeout=IO_TIMEOUT) as sock:
+            sock.sendall(struct.pack(">I", 10) + b"abc")
+        assert wait_until(lambda: server.errors)
+        assert isinstance(server.errors[0], EOFError)
+        assert "got 3 of 10 bytes" in str(server.errors[0])
+        server.shutdown()
+        thread.join(IO_TIMEOUT)
+
+
+def test_a_client_that_does_not_read_holds_bounded_memory(server_class):
+    class Big(MessageRequestHandler):
+        event_driven = True
+        def handle_message(self, message):
+            return b"r" * 65536
+
+    with make(server_class, Big) as server:
+        thread = serve(server)
+        hog = socket.create_connection(server.server_address)
+        hog.settimeout(0.5)
+        request = struct.pack(">I", 1000) + b"q" * 1000
+        sent = 0
+        try:
+            while sent < 64 * 1024 * 1024:
+                sent += hog.send(request * 16)
+        except TimeoutError:
+            pass  # the server stopped reading: back-pressure
+        assert sent < 64 * 1024 * 1024
+        core = messages_of(server).core
+        assert core.buffered_bytes < 512 * 1024
+        with MessageClient(server.server_address, timeout=IO_TIMEOUT) as client:
+            assert len(client.request(b"x")) == 65536
+        assert core.buffered_bytes < 512 * 1024
+        hog.close()
+        server.shutdown()
+        thread.join(IO_TIMEOUT)
+
+
+def test_setup_and_finish_run_once_per_connection(server_class):
+    class Handler(Counted):
+        setups = 0
+        finishes = 0
+
+    with make(server_class, Handler) as server:
+        thread = serve(server)
+        for _ in range(20):
+            with MessageClient(server.server_address, timeout=IO_TIMEOUT) as client:
+                for _ in range(3):
+                    assert client.request(b"x") == b"x"
+        assert wait_until(lambda: Handler.finishes == 20)
+        assert Handler.setups == 20
+        assert wait_until(lambda: server.stats()["requests_active"] == 0)
+        server.shutdown()
+        thread.join(IO_TIMEOUT)
+        assert Handler.finishes == 20
+
+
+def test_shutdown_is_prompt_and_server_close_finishes_open_connections(server_class):
+    class Handler(Counted):
+        setups = 0
+        finishes = 0
+
+    server = make(server_class, Handler)
+    thread = serve(server)
+    clients = [MessageClient(server.server_address, timeout=IO_TIMEOUT) for _ in range(5)]
+    for client in clients:
+        assert client.request(b"x") == b"x"
+    started = time.monotonic()
+    server.shutdown()
+    assert time.monotonic() - started < 0.5
+    thread.join(IO_TIMEOUT)
+    assert Handler.finishes == 0
+    # The connections outlive shutdown(), and the next serve_forever() serves them.
+    thread = serve(server)
+    assert clients[0].request(b"again") == b"again"
+    server.shutdown()
+    thread.join(IO_TIMEOUT)
+    server.server_close()
+    assert Handler.finishes == 5
+    for client in clients:
+        assert client.recv_message() is None
+        client.close()
+
+
+def test_server_close_waits_for_a_message_in_flight():
+    class Slow(Counted):
+        setups = 0
+        finishes = 0
+
+        def handle_message(self, message):
+            time.sleep(0.2)
+            return message
+
+    server = socketserver_rs.ThreadingTCPServer(("127.0.0.1", 0), Slow)
+    thread = serve(server)
+    with MessageClient(server.server_address, timeout=IO_TIMEOUT) as client:
+        client.send_message(b"x")
+        assert wait_until(lambda: server.stats()["workers_busy"] == 1)
+        server.shutdown()
+        thread.join(IO_TIMEOUT)
+        server.server_close()
+        assert Slow.finishes == 1
+        assert client.recv_message() is None
+
+
+@pytest.mark.parametrize("opt_out", ["handle", "event_driven"])
+def test_handlers_that_opt_out_keep_the_thread_model(server_class, opt_out):
+    if opt_out == "handle":
+
+        class Handler(Upper):
+            def handle(self):
+                self.thread = threading.current_thread()
+                super().handle()
+
+    else:
+
+        class Handler(Upper):
+            event_driven = False
+
+    with make(server_class, Handler) as server:
+        assert not message_loop.event_driven(server)
+        thread = serve(server)
+        with MessageClient(server.server_address, timeout=IO_TIMEOUT) as client:
+            assert client.request(b"abc") == b"ABC"
+        server.shutdown()
+        thread.join(IO_TIMEOUT)
+        assert messages_of(server) is None
+
+
+def test_the_thread_model_is_the_default():
+    class Plain(MessageRequestHandler):
+        def handle_message(self, message):
+            return message
+
+    server = socketserver_rs.TCPServer(("127.0.0.1", 0), Plain, bind_and_activate=False)
+    assert not message_loop.event_driven(server)
+    server.server_close()
+
+
+def test_which_handlers_are_event_driven():
+    server = socketserver_rs.TCPServer(("127.0.0.1", 0), Upper, bind_and_activate=False)
+    assert message_loop.event_driven(server)
+
+    class WithTimeout(Upper):
+        timeout = 5
+
+    class Plain(socketserver_rs.StreamRequestHandler):
+        pass
+
+    for handler in (WithTimeout, Plain, MessageRequestHandler):
+        server.RequestHandlerClass = handler
+        assert not message_loop.event_driven(server)
+    server.server_close()
+
+
+CLIENT_SCRIPT = """
+import resource, socket, struct, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+port, count = int(sys.argv[1]), int(sys.argv[2])
+clients = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(count)]
+for client in clients[::97]:
+    client.sendall(struct.pack(">I", 5) + b"hello")
+    assert client.recv(9) == struct.pack(">I", 5) + b"hello"
+print("connected", flush=True)
+sys.stdin.read()
+"""
+
+IDLE_SCRIPT = textwrap.dedent(
+    """
+    import resource, subprocess, sys, threading, time
+    import socketserver_rs
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    count = min(10_000, hard - 100)
+
+    class Echo(socketserver_rs.MessageRequestHandler):
+
+        event_driven = True
+        def handle_message(self, message):
+            return message
+
+    server = socketserver_rs.ThreadingTCPServer(("127.0.0.1", 0), Echo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    clients = subprocess.Popen(
+        [sys.executable, "-c", sys.argv[1], str(server.server_address[1]), str(count)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    assert clients.stdout.readline() == "connected\\n"
+    core = server.__dict__["_BaseServer__messages"].core
+    deadline = time.monotonic() + 30
+    while core.connections < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    print(count, core.connections, threading.active_count(), flush=True)
+    clients.stdin.close()
+    clients.wait()
+    server.shutdown()
+    server.server_close()
+    """
+)
+
+
+def test_ten_thousand_idle_connections_hold_few_threads():
+    # As many as the descriptor limit allows, up to 10,000 (at least 2000).
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard - 100 < 2000:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} allows fewer than 2000 connections")
+    result = subprocess.run(
+        [sys.executable, "-c", IDLE_SCRIPT, CLIENT_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    count, held, threads = map(int, result.stdout.split())
+    assert count >= 2000
+    assert held == count
+    assert threads < 10
