@@ -20,16 +20,13 @@ SERVERS = {"plain": socketserver_rs.TCPServer, "threading": socketserver_rs.Thre
 
 
 class Upper(MessageRequestHandler):
-
-
     event_driven = True
+
     def handle_message(self, message):
         return message.upper()
 
 
 class Counted(MessageRequestHandler):
-
-
     event_driven = True
     """Counts setup() and finish() calls on the class."""
 
@@ -120,6 +117,7 @@ def test_message_sizes(server_class, size):
 def test_replies_keep_their_order_on_one_connection(server_class):
     class Slow(MessageRequestHandler):
         event_driven = True
+
         def handle_message(self, message):
             time.sleep((int(message) % 3) * 0.001)
             return message
@@ -158,6 +156,7 @@ def test_a_message_over_the_limit_fails_that_connection_only(server_class):
 def test_an_exception_from_handle_message_closes_that_connection(server_class):
     class Picky(MessageRequestHandler):
         event_driven = True
+
         def handle_message(self, message):
             if message == b"boom":
                 raise RuntimeError("boom")
@@ -191,6 +190,7 @@ def test_a_message_cut_short_goes_to_handle_error(server_class):
 def test_a_client_that_does_not_read_holds_bounded_memory(server_class):
     class Big(MessageRequestHandler):
         event_driven = True
+
         def handle_message(self, message):
             return b"r" * 65536
 
