@@ -278,9 +278,9 @@ class BaseServer:
         """Shut down every connection still open; how many requests ran."""
         import logging
 
+        running = self._serve_loop().stats.snapshot()["requests_active"]
         for connection in list(self.__dict__["_BaseServer__connections"]):
             _shut(connection, socket.SHUT_RDWR)
-        running = self._serve_loop().stats.snapshot()["requests_active"]
         if running:
             logging.getLogger("socketserver_rs").warning(
                 "%s: %d request(s) still running at the deadline; their connections were shut down",
