@@ -206,11 +206,10 @@ def rebind_after_close(mod, reuse):
 @pytest.mark.parametrize("reuse", [False, True], ids=["default", "allow_reuse_address"])
 def test_rebind_after_close_works_at_once(reuse):
     # The standard module needs allow_reuse_address for this (a served
-    # connection leaves TIME_WAIT behind); TCP servers here always set
-    # SO_REUSEADDR on POSIX, which still refuses a port that is listened on.
-    import socketserver
-
-    assert rebind_after_close(socketserver, reuse) == reuse
+    # connection usually leaves TIME_WAIT behind, though not always: timing
+    # decides, so it is not asserted here); TCP servers here always set
+    # SO_REUSEADDR on POSIX, which still refuses a port that is listened on
+    # (test_a_listened_port_is_still_refused).
     assert rebind_after_close(socketserver_rs, reuse)
 
 
