@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
 use crate::detach::detach;
-use crate::listener::{accept, address_to_py, recv_from, wrap_socket};
+use crate::listener::{accept, address_to_py, recv_from, socket_kind, wrap_socket};
 use crate::pool::{Submitted, WorkerPool};
 use crate::serve::ServeLoop;
 use crate::sys::readable_now;
@@ -62,15 +62,7 @@ impl FastPath {
         nodelay: bool,
     ) -> PyResult<Self> {
         let fd = socket.call_method0(intern!(py, "fileno"))?.extract()?;
-        let socket_kind = PyTuple::new(
-            py,
-            [
-                socket.getattr(intern!(py, "family"))?,
-                socket.getattr(intern!(py, "type"))?,
-                socket.getattr(intern!(py, "proto"))?,
-            ],
-        )?
-        .unbind();
+        let socket_kind = socket_kind(&socket)?;
         let arrival = if stream {
             Arrival::Stream { nodelay }
         } else {

@@ -7,6 +7,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use pyo3::exceptions::PyOSError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 use socket2::{SockAddr, SockRef, Socket};
@@ -101,6 +102,20 @@ fn fs_decode<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> 
             .cast_into::<PyString>()?
             .into_any())
     }
+}
+
+/// `(family, type, proto)` of a Python socket, as `wrap_socket` takes them.
+pub fn socket_kind(socket: &Bound<'_, PyAny>) -> PyResult<Py<PyTuple>> {
+    let py = socket.py();
+    Ok(PyTuple::new(
+        py,
+        [
+            socket.getattr(intern!(py, "family"))?,
+            socket.getattr(intern!(py, "type"))?,
+            socket.getattr(intern!(py, "proto"))?,
+        ],
+    )?
+    .unbind())
 }
 
 /// A new `socket.socket` of the listener's family, type and protocol owning

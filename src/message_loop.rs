@@ -29,7 +29,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::detach::detach;
 use crate::errors::os_error;
-use crate::listener::{accept, address_to_py, wrap_socket};
+use crate::listener::{accept, address_to_py, socket_kind, wrap_socket};
 use crate::serve::ServeLoop;
 use crate::stream::codec::{decode_header, encode_header, max_size_arg, FrameError, HEADER_LEN};
 use crate::sys::{self, is_resource_exhaustion, readable_now, PollEvent, Poller, MSG_DONTWAIT};
@@ -248,15 +248,7 @@ impl MessageLoop {
     ) -> PyResult<Self> {
         let max_size = max_size_arg(max_message_size)?;
         let listener: RawFd = socket.call_method0(intern!(py, "fileno"))?.extract()?;
-        let socket_kind = PyTuple::new(
-            py,
-            [
-                socket.getattr(intern!(py, "family"))?,
-                socket.getattr(intern!(py, "type"))?,
-                socket.getattr(intern!(py, "proto"))?,
-            ],
-        )?
-        .unbind();
+        let socket_kind = socket_kind(&socket)?;
         let (wake_read, wake_write) =
             Socket::pair(Domain::UNIX, Type::STREAM, None).map_err(os_error)?;
         wake_read.set_nonblocking(true).map_err(os_error)?;

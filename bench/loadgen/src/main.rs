@@ -232,23 +232,29 @@ fn round_trip(
     Ok(())
 }
 
-fn keepalive(args: &Args, addr: SocketAddr) {
-    let msg = line(args.size);
+/// Requests over persistent connections, one `round_trip` each on what
+/// `open` makes of a new connection; reconnects after a failed one.
+/// `bytes` per request go to the tally.
+fn persistent<C, O, R>(args: &Args, addr: SocketAddr, bytes: u64, open: O, round_trip: R)
+where
+    O: Fn(TcpStream) -> C + Send + Sync + 'static,
+    R: Fn(&mut C, &mut Vec<u8>) -> std::io::Result<()> + Send + Sync + 'static,
+{
     let (tally, secs) = timed(args, move |i, phase| {
         let mut tally = Tally::default();
-        let mut reply = Vec::with_capacity(msg.len());
+        let mut reply = Vec::new();
         stagger(i);
         let mut announced = false;
         'reconnect: while phase.load(Ordering::Relaxed) != DONE {
-            let Ok(mut writer) = connect(addr) else {
+            let Ok(stream) = connect(addr) else {
                 tally.errors += 1;
                 thread::sleep(Duration::from_millis(10));
                 continue;
             };
-            let mut reader = BufReader::new(writer.try_clone().expect("clone socket"));
+            let mut conn = open(stream);
             loop {
                 let began = Instant::now();
-                let ok = round_trip(&mut writer, &mut reader, &msg, &mut reply).is_ok();
+                let ok = round_trip(&mut conn, &mut reply).is_ok();
                 let ended = Instant::now();
                 if !announced {
                     announced = true;
@@ -257,6 +263,7 @@ fn keepalive(args: &Args, addr: SocketAddr) {
                 match phase.load(Ordering::Relaxed) {
                     MEASURE if ok => {
                         tally.requests += 1;
+                        tally.bytes += bytes;
                         tally.latencies_ns.push((ended - began).as_nanos() as u64);
                     }
                     MEASURE => tally.errors += 1,
@@ -272,6 +279,17 @@ fn keepalive(args: &Args, addr: SocketAddr) {
         tally
     });
     report(tally, secs, "");
+}
+
+fn keepalive(args: &Args, addr: SocketAddr) {
+    let msg = line(args.size);
+    let open = |writer: TcpStream| {
+        let reader = BufReader::new(writer.try_clone().expect("clone socket"));
+        (writer, reader)
+    };
+    persistent(args, addr, 0, open, move |(writer, reader), reply| {
+        round_trip(writer, reader, &msg, reply)
+    });
 }
 
 /// Sends `msg` (framed already) and reads one framed reply; it must match.
@@ -296,44 +314,14 @@ fn framed(args: &Args, addr: SocketAddr) {
     let payload: Vec<u8> = (0..args.size).map(|i| b'a' + (i % 26) as u8).collect();
     let mut msg = (payload.len() as u32).to_be_bytes().to_vec();
     msg.extend_from_slice(&payload);
-    let (tally, secs) = timed(args, move |i, phase| {
-        let mut tally = Tally::default();
-        let mut reply = Vec::with_capacity(msg.len());
-        stagger(i);
-        let mut announced = false;
-        'reconnect: while phase.load(Ordering::Relaxed) != DONE {
-            let Ok(mut stream) = connect(addr) else {
-                tally.errors += 1;
-                thread::sleep(Duration::from_millis(10));
-                continue;
-            };
-            loop {
-                let began = Instant::now();
-                let ok = framed_round_trip(&mut stream, &msg, &mut reply).is_ok();
-                let ended = Instant::now();
-                if !announced {
-                    announced = true;
-                    ready();
-                }
-                match phase.load(Ordering::Relaxed) {
-                    MEASURE if ok => {
-                        tally.requests += 1;
-                        tally.bytes += msg.len() as u64;
-                        tally.latencies_ns.push((ended - began).as_nanos() as u64);
-                    }
-                    MEASURE => tally.errors += 1,
-                    DONE => break 'reconnect,
-                    _ => {}
-                }
-                if !ok {
-                    continue 'reconnect;
-                }
-            }
-        }
-        tally.stalled = u64::from(tally.requests == 0);
-        tally
-    });
-    report(tally, secs, "");
+    let bytes = msg.len() as u64;
+    persistent(
+        args,
+        addr,
+        bytes,
+        |stream| stream,
+        move |stream, reply| framed_round_trip(stream, &msg, reply),
+    );
 }
 
 fn connper(args: &Args, addr: SocketAddr) {
