@@ -1,0 +1,147 @@
+//! One connection of the message loop: its buffers, the message being
+//! assembled, the reply being written, and how it ends.
+
+use super::*;
+
+/// How a connection ends once nothing of it is in flight.
+pub(super) enum End {
+    Eof,
+    Frame(FrameError),
+    Io(io::Error),
+}
+
+pub(super) struct Conn {
+    pub(super) fd: RawFd,
+    /// Bytes received and not yet delivered: `input[start..]`.
+    pub(super) input: Vec<u8>,
+    pub(super) start: usize,
+    /// Reply bytes not yet sent: `output[sent..]`.
+    pub(super) output: Vec<u8>,
+    pub(super) sent: usize,
+    /// A message is with its handler.
+    pub(super) busy: bool,
+    pub(super) end: Option<End>,
+    /// What the poller currently watches the descriptor for.
+    pub(super) watching: (bool, bool),
+}
+
+impl Conn {
+    pub(super) fn unread(&self) -> &[u8] {
+        &self.input[self.start..]
+    }
+
+    pub(super) fn unsent(&self) -> bool {
+        self.sent < self.output.len()
+    }
+
+    /// The next complete message, if one is buffered; an error if the next
+    /// header is refused.
+    pub(super) fn next_frame(&mut self, max_size: usize) -> Result<Option<Vec<u8>>, FrameError> {
+        let unread = self.unread();
+        if unread.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let len = decode_header(&unread[..HEADER_LEN], max_size)?;
+        if unread.len() < HEADER_LEN + len {
+            return Ok(None);
+        }
+        let payload = unread[HEADER_LEN..HEADER_LEN + len].to_vec();
+        self.start += HEADER_LEN + len;
+        if self.start == self.input.len() {
+            self.input.clear();
+            self.start = 0;
+        }
+        Ok(Some(payload))
+    }
+
+    /// How many bytes to read next: the rest of the message being
+    /// assembled (in steps that grow with what arrived, so memory follows
+    /// what the peer sent rather than the length it claimed), else a step.
+    pub(super) fn read_size(&self, max_size: usize) -> usize {
+        let unread = self.unread();
+        if unread.len() >= HEADER_LEN {
+            if let Ok(len) = decode_header(&unread[..HEADER_LEN], max_size) {
+                let missing = (HEADER_LEN + len).saturating_sub(unread.len());
+                return missing.clamp(1, unread.len().max(READ_STEP));
+            }
+        }
+        READ_STEP
+    }
+
+    /// Read without blocking until a message is complete, the socket is
+    /// empty, or it ends.
+    pub(super) fn read(&mut self, max_size: usize) -> usize {
+        let mut got = 0;
+        loop {
+            match self.next_frame(max_size) {
+                Ok(Some(_)) => unreachable!("read() is called with no complete message"),
+                Ok(None) => {}
+                Err(_) => return got,
+            }
+            if self.start > 0 && self.start * 2 >= self.input.len() {
+                self.input.drain(..self.start);
+                self.start = 0;
+            }
+            let want = self.read_size(max_size);
+            self.input.reserve(want);
+            let spare = &mut self.input.spare_capacity_mut()[..want];
+            match sys::recv(self.fd, spare, MSG_DONTWAIT) {
+                Ok(0) => {
+                    self.end = Some(match self.unread().len() {
+                        0 => End::Eof,
+                        n if n < HEADER_LEN => End::Frame(FrameError::TruncatedHeader(n)),
+                        n => End::Frame(FrameError::TruncatedBody {
+                            got: n - HEADER_LEN,
+                            len: decode_header(&self.unread()[..HEADER_LEN], usize::MAX)
+                                .unwrap_or(0),
+                        }),
+                    });
+                    return got;
+                }
+                Ok(n) => {
+                    // SAFETY: recv(2) initialised the first `n` spare bytes.
+                    unsafe { self.input.set_len(self.input.len() + n) };
+                    got += n;
+                    if self.has_frame(max_size) {
+                        return got;
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return got,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => {
+                    self.end = Some(End::Io(err));
+                    return got;
+                }
+            }
+        }
+    }
+
+    pub(super) fn has_frame(&self, max_size: usize) -> bool {
+        let unread = self.unread();
+        unread.len() >= HEADER_LEN
+            && decode_header(&unread[..HEADER_LEN], max_size)
+                .map_or(true, |len| unread.len() >= HEADER_LEN + len)
+    }
+
+    /// Send what is unsent without blocking; how many bytes left.
+    pub(super) fn flush(&mut self) -> io::Result<usize> {
+        let mut total = 0;
+        while self.unsent() {
+            let part = [IoSlice::new(&self.output[self.sent..])];
+            match sys::send_vectored(self.fd, &part, MSG_DONTWAIT) {
+                Ok(n) => {
+                    self.sent += n;
+                    total += n;
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+        if !self.unsent() {
+            self.output.clear();
+            self.sent = 0;
+        }
+        Ok(total)
+    }
+}

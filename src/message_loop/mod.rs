@@ -1,0 +1,304 @@
+//! Framed messages without a thread per connection: one readiness loop
+//! accepts connections, reads and decodes their messages and writes the
+//! replies, and reports to Python what happened.
+//!
+//! The loop only waits and reports (`wait()` returns a list of events):
+//! handlers run in Python, on the serving thread or on pool workers, never
+//! below a Rust frame (see `detach`). A connection has at most one message
+//! with its handler at a time; while it does, or while its reply is
+//! unsent, the loop reads nothing more from it, so a client that floods or
+//! does not read holds at most one message and one reading step in memory.
+//!
+//! Python owns each connection's socket object; the loop borrows its
+//! descriptor (reads and writes with `MSG_DONTWAIT`, never closes it) and
+//! stops watching it before Python closes it: when it reports the
+//! connection's end, or when `close()` is called.
+
+mod conn;
+mod driving;
+
+use crate::detach::detach;
+use crate::errors::os_error;
+use crate::listener::{accept, address_to_py, socket_kind, wrap_socket};
+use crate::serve::ServeLoop;
+use crate::stream::codec::{decode_header, encode_header, max_size_arg, FrameError, HEADER_LEN};
+use crate::sys::{self, is_resource_exhaustion, readable_now, PollEvent, Poller, MSG_DONTWAIT};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+use socket2::{Domain, SockAddr, Socket, Type};
+use std::collections::HashMap;
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use conn::{Conn, End};
+
+/// Kinds of event `wait()` reports, as `(kind, conn_id, payload)`.
+pub const OPENED: u8 = 0;
+pub const MESSAGE: u8 = 1;
+pub const CLOSED: u8 = 2;
+pub const FAILED: u8 = 3;
+
+const LISTENER: u64 = 0;
+const SHUTDOWN_WAKE: u64 = 1;
+const REPLY_WAKE: u64 = 2;
+const FIRST_CONN: u64 = 16;
+
+/// Longest stretch spent waiting without looking for signals.
+const SIGNAL_SLICE: Duration = Duration::from_millis(100);
+/// Most connections accepted per readiness of the listener.
+const ACCEPT_BATCH: usize = 64;
+/// How much is read at once when no message body is pending; also the most
+/// a connection buffers beyond the message being assembled.
+const READ_STEP: usize = 64 * 1024;
+/// How long accepting pauses after running out of descriptors or memory.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// What the loop found, before it becomes Python objects.
+enum Found {
+    /// Owned until it becomes a Python socket: dropped, it is closed.
+    Opened(OwnedFd, SockAddr),
+    Message(u64, Vec<u8>),
+    Ended(u64, End),
+    AcceptFailed(i32),
+}
+
+struct State {
+    conns: HashMap<u64, Conn>,
+    /// Connections to look at without waiting for readiness: a message is
+    /// buffered, or their end is due, now that their reply is out.
+    ready: Vec<u64>,
+    next_id: u64,
+    /// Accepting resumes then, after running out of descriptors.
+    accept_paused_until: Option<Instant>,
+}
+
+/// The readiness loop of a server whose handlers answer framed messages.
+#[pyclass(frozen, module = "socketserver_rs._core")]
+pub struct MessageLoop {
+    poller: Poller,
+    state: Mutex<State>,
+    listener: RawFd,
+    nodelay: bool,
+    max_size: usize,
+    socket_class: Py<PyAny>,
+    socket_kind: Py<PyTuple>,
+    serve_loop: Py<ServeLoop>,
+    /// Wakes a wait when a reply left a connection with work for the loop.
+    wake_read: Socket,
+    wake_write: Socket,
+    waiting: AtomicBool,
+}
+
+#[pymethods]
+impl MessageLoop {
+    /// `socket`: the listening socket; `max_message_size`: the longest
+    /// message accepted; `nodelay`: accepted connections get TCP_NODELAY.
+    #[new]
+    fn new(
+        py: Python<'_>,
+        socket: Bound<'_, PyAny>,
+        serve_loop: Py<ServeLoop>,
+        max_message_size: i64,
+        nodelay: bool,
+    ) -> PyResult<Self> {
+        let max_size = max_size_arg(max_message_size)?;
+        let listener: RawFd = socket.call_method0(intern!(py, "fileno"))?.extract()?;
+        let socket_kind = socket_kind(&socket)?;
+        let (wake_read, wake_write) =
+            Socket::pair(Domain::UNIX, Type::STREAM, None).map_err(os_error)?;
+        wake_read.set_nonblocking(true).map_err(os_error)?;
+        wake_write.set_nonblocking(true).map_err(os_error)?;
+        let poller = Poller::new().map_err(os_error)?;
+        poller
+            .add(listener, LISTENER, true, false)
+            .map_err(os_error)?;
+        poller
+            .add(serve_loop.get().wake_fd(), SHUTDOWN_WAKE, true, false)
+            .map_err(os_error)?;
+        poller
+            .add(wake_read.as_raw_fd(), REPLY_WAKE, true, false)
+            .map_err(os_error)?;
+        Ok(Self {
+            poller,
+            state: Mutex::new(State {
+                conns: HashMap::new(),
+                ready: Vec::new(),
+                next_id: FIRST_CONN,
+                accept_paused_until: None,
+            }),
+            listener,
+            nodelay,
+            max_size,
+            socket_class: socket.get_type().into_any().unbind(),
+            socket_kind,
+            serve_loop,
+            wake_read,
+            wake_write,
+            waiting: AtomicBool::new(false),
+        })
+    }
+
+    /// Wait up to `timeout` seconds (None: no limit) and return what
+    /// happened, as a list of `(kind, conn_id, payload)`: OPENED with
+    /// `(socket, client_address)`, MESSAGE with the payload (bytes), CLOSED
+    /// (the client closed between messages) with None, FAILED with the
+    /// exception that ended the connection. Empty when the time passed;
+    /// None once shutdown is requested. The GIL is released while waiting
+    /// and signal handlers run every 100 ms at most. A connection that was
+    /// reported ended is no longer watched: its socket is Python's to close.
+    #[pyo3(signature = (timeout = None))]
+    fn wait<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<Bound<'py, PyList>>> {
+        let deadline = timeout.map(|secs| Instant::now() + Duration::from_secs_f64(secs.max(0.0)));
+        let serve_loop = self.serve_loop.get();
+        loop {
+            if serve_loop.is_shutdown_requested() {
+                return Ok(None);
+            }
+            let slice = match deadline {
+                Some(deadline) => deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(SIGNAL_SLICE),
+                None => SIGNAL_SLICE,
+            };
+            let found = detach(py, || self.poll_once(slice));
+            let found = match found {
+                Ok(found) => found,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => Vec::new(),
+                Err(err) => return Err(os_error(err)),
+            };
+            if serve_loop.is_shutdown_requested() && found.is_empty() {
+                return Ok(None);
+            }
+            if !found.is_empty() {
+                return self.report(py, found).map(Some);
+            }
+            py.check_signals()?;
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                return Ok(Some(PyList::empty(py)));
+            }
+        }
+    }
+
+    /// The handler of `conn_id` is done with its message: send `data` (a
+    /// bytes object, or None for no reply) as a message, and let the loop
+    /// read the next one. Thread-safe. Returns False when the connection
+    /// was closed meanwhile (`close_all()`): the caller then ends it. An
+    /// error sending (or a payload too long for a header) is raised, the
+    /// connection left for the caller to `close()`.
+    #[pyo3(signature = (conn_id, data))]
+    fn reply(&self, conn_id: u64, data: Option<&[u8]>) -> PyResult<bool> {
+        let header: Option<[u8; HEADER_LEN]> = match data {
+            Some(payload) => Some(encode_header(payload.len())?),
+            None => None,
+        };
+        let mut state = self.lock();
+        let Some(conn) = state.conns.get_mut(&conn_id) else {
+            return Ok(false);
+        };
+        conn.busy = false;
+        if let (Some(data), Some(header)) = (data, header.as_ref()) {
+            let mut written = 0;
+            if !conn.unsent() {
+                let parts = [IoSlice::new(header), IoSlice::new(data)];
+                loop {
+                    match sys::send_vectored(conn.fd, &parts, MSG_DONTWAIT) {
+                        Ok(n) => written = n,
+                        Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(err) => return Err(os_error(err)),
+                    }
+                    break;
+                }
+            }
+            let total = HEADER_LEN + data.len();
+            if written < total {
+                if written < HEADER_LEN {
+                    conn.output.extend_from_slice(&header[written..]);
+                    conn.output.extend_from_slice(data);
+                } else {
+                    conn.output.extend_from_slice(&data[written - HEADER_LEN..]);
+                }
+            }
+            self.serve_loop.get().stats().io().sent(written);
+        }
+        let wake = self.settle(&mut state, conn_id);
+        drop(state);
+        if wake {
+            self.wake();
+        }
+        Ok(true)
+    }
+
+    /// Stop watching `conn_id` and forget it, before Python closes its
+    /// socket. Returns whether it was still open. Thread-safe.
+    fn close(&self, conn_id: u64) -> bool {
+        let mut state = self.lock();
+        match state.conns.remove(&conn_id) {
+            Some(conn) => {
+                self.unwatch(&conn);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Forget every connection (`server_close()`): returns
+    /// `(conn_id, busy)` for each, busy when its handler still has a
+    /// message (its `reply()` then returns False).
+    fn close_all(&self) -> Vec<(u64, bool)> {
+        let mut state = self.lock();
+        let conns: Vec<(u64, Conn)> = state.conns.drain().collect();
+        state.ready.clear();
+        conns
+            .into_iter()
+            .map(|(id, conn)| {
+                self.unwatch(&conn);
+                (id, conn.busy)
+            })
+            .collect()
+    }
+
+    /// Connections open.
+    #[getter]
+    fn connections(&self) -> usize {
+        self.lock().conns.len()
+    }
+
+    /// Bytes held for all connections: received and not yet delivered,
+    /// plus replies not yet sent.
+    #[getter]
+    fn buffered_bytes(&self) -> usize {
+        self.lock()
+            .conns
+            .values()
+            .map(|conn| conn.unread().len() + (conn.output.len() - conn.sent))
+            .sum()
+    }
+
+    /// The listening socket's descriptor.
+    #[getter]
+    fn listener_fd(&self) -> RawFd {
+        self.listener
+    }
+}
+
+fn end_error(py: Python<'_>, err: PyErr) -> Bound<'_, PyAny> {
+    err.into_value(py).into_bound(py).into_any()
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("EVENT_OPENED", OPENED)?;
+    m.add("EVENT_MESSAGE", MESSAGE)?;
+    m.add("EVENT_CLOSED", CLOSED)?;
+    m.add("EVENT_FAILED", FAILED)?;
+    m.add_class::<MessageLoop>()
+}
