@@ -54,9 +54,7 @@ def serve(server):
     thread.start()
     return thread, failure
 
-def exchange(sock, line=b"ping\\n", timeout=5.0):
-    sock.settimeout(timeout)
-    sock.sendall(line)
+def read_line(sock):
     reply = b""
     while not reply.endswith(b"\\n"):
         chunk = sock.recv(100)
@@ -64,6 +62,11 @@ def exchange(sock, line=b"ping\\n", timeout=5.0):
             break
         reply += chunk
     return reply
+
+def exchange(sock, line=b"ping\\n", timeout=5.0):
+    sock.settimeout(timeout)
+    sock.sendall(line)
+    return read_line(sock)
 """
 
 EMFILE = """
@@ -96,12 +99,7 @@ for fd in dummies:
     os.close(fd)
 resource.setrlimit(resource.RLIMIT_NOFILE, saved)
 freed = time.monotonic()
-reply = b""
-while not reply.endswith(b"\\n"):
-    chunk = late.recv(100)
-    if not chunk:
-        break
-    reply += chunk
+reply = read_line(late)
 waited = time.monotonic() - freed
 after = exchange(socket.create_connection(server.server_address), b"after\\n")
 server.shutdown()
