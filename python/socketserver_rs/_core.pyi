@@ -119,13 +119,16 @@ class MessageLoop:
     def __new__(
         cls, socket: Any, serve_loop: ServeLoop, max_message_size: int, nodelay: bool
     ) -> MessageLoop: ...
-    def wait(self, timeout: Optional[float] = None) -> Optional[list[tuple[int, int, Any]]]:
+    def wait(
+        self, timeout: Optional[float] = None, draining: bool = False
+    ) -> Optional[list[tuple[int, int, Any]]]:
         """Wait up to timeout seconds (None: no limit); the events, as
         (kind, conn_id, payload): EVENT_OPENED with (socket, client_address),
         EVENT_MESSAGE with the payload (bytes), EVENT_CLOSED with None (the
         client closed between messages), EVENT_FAILED with the exception
         that ended the connection. Empty when the time passed; None once
-        shutdown is requested. GIL released, signals checked every 100 ms.
+        shutdown is requested, unless draining (drain() serves what is left
+        after the shutdown). GIL released, signals checked every 100 ms.
         An ended connection is no longer watched: its socket is the
         caller's to close."""
     def reply(self, conn_id: int, data: Optional[bytes]) -> bool:
@@ -139,6 +142,12 @@ class MessageLoop:
     def close_all(self) -> list[tuple[int, bool]]:
         """Forget every connection: (conn_id, busy) for each, busy when its
         handler still has a message (its reply() then returns False)."""
+    def stop_accepting(self) -> None:
+        """Stop watching the listening socket (before drain() closes it)."""
+    def idle(self) -> list[int]:
+        """The connections between messages: no message with their handler,
+        nothing received of the next one (by the loop or the system), no
+        reply left to send."""
     @property
     def connections(self) -> int:
         """Connections open."""

@@ -10,6 +10,12 @@ pub(super) enum End {
     Io(io::Error),
 }
 
+/// A message's payload: `buffer[range]`.
+pub(super) struct Payload {
+    pub(super) buffer: Vec<u8>,
+    pub(super) range: std::ops::Range<usize>,
+}
+
 pub(super) struct Conn {
     pub(super) fd: RawFd,
     /// Bytes received and not yet delivered: `input[start..]`.
@@ -34,24 +40,40 @@ impl Conn {
         self.sent < self.output.len()
     }
 
-    /// The next complete message, if one is buffered; an error if the next
-    /// header is refused.
-    pub(super) fn next_frame(&mut self, max_size: usize) -> Result<Option<Vec<u8>>, FrameError> {
+    /// The length of the next message if it is all buffered; an error if
+    /// its header is refused.
+    fn complete_frame(&self, max_size: usize) -> Result<Option<usize>, FrameError> {
         let unread = self.unread();
         if unread.len() < HEADER_LEN {
             return Ok(None);
         }
         let len = decode_header(&unread[..HEADER_LEN], max_size)?;
-        if unread.len() < HEADER_LEN + len {
+        Ok((unread.len() >= HEADER_LEN + len).then_some(len))
+    }
+
+    /// The next complete message, if one is buffered, as `buffer[range]`;
+    /// an error if the next header is refused.
+    pub(super) fn next_frame(&mut self, max_size: usize) -> Result<Option<Payload>, FrameError> {
+        let Some(len) = self.complete_frame(max_size)? else {
             return Ok(None);
-        }
-        let payload = unread[HEADER_LEN..HEADER_LEN + len].to_vec();
-        self.start += HEADER_LEN + len;
-        if self.start == self.input.len() {
-            self.input.clear();
+        };
+        let begin = self.start + HEADER_LEN;
+        let end = begin + len;
+        if end == self.input.len() {
+            // It ends what was received: the buffer itself goes, uncopied.
             self.start = 0;
+            let buffer = std::mem::take(&mut self.input);
+            return Ok(Some(Payload {
+                buffer,
+                range: begin..end,
+            }));
         }
-        Ok(Some(payload))
+        self.start = end;
+        let buffer = self.input[begin..end].to_vec();
+        Ok(Some(Payload {
+            buffer,
+            range: 0..len,
+        }))
     }
 
     /// How many bytes to read next: the rest of the message being
@@ -69,23 +91,25 @@ impl Conn {
     }
 
     /// Read without blocking until a message is complete, the socket is
-    /// empty, or it ends.
-    pub(super) fn read(&mut self, max_size: usize) -> usize {
+    /// empty, or it ends. A connection with nothing buffered holds no
+    /// buffer: it takes one from `spare` (or a new one) to read into.
+    pub(super) fn read(&mut self, max_size: usize, spare: &mut Vec<Vec<u8>>) -> usize {
         let mut got = 0;
+        if self.input.capacity() == 0 {
+            self.input = spare.pop().unwrap_or_default();
+        }
         loop {
-            match self.next_frame(max_size) {
-                Ok(Some(_)) => unreachable!("read() is called with no complete message"),
-                Ok(None) => {}
-                Err(_) => return got,
+            if self.has_frame(max_size) {
+                return got;
             }
             if self.start > 0 && self.start * 2 >= self.input.len() {
                 self.input.drain(..self.start);
                 self.start = 0;
             }
-            let want = self.read_size(max_size);
-            self.input.reserve(want);
-            let spare = &mut self.input.spare_capacity_mut()[..want];
-            match sys::recv(self.fd, spare, MSG_DONTWAIT) {
+            self.input.reserve(self.read_size(max_size));
+            // All the room there is: it is allocated already.
+            let room = self.input.spare_capacity_mut();
+            match sys::recv(self.fd, room, MSG_DONTWAIT) {
                 Ok(0) => {
                     self.end = Some(match self.unread().len() {
                         0 => End::Eof,
@@ -102,9 +126,6 @@ impl Conn {
                     // SAFETY: recv(2) initialised the first `n` spare bytes.
                     unsafe { self.input.set_len(self.input.len() + n) };
                     got += n;
-                    if self.has_frame(max_size) {
-                        return got;
-                    }
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return got,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
@@ -116,11 +137,11 @@ impl Conn {
         }
     }
 
+    /// Whether a message is complete or the next header refused: either
+    /// way there is something to report without reading.
     pub(super) fn has_frame(&self, max_size: usize) -> bool {
-        let unread = self.unread();
-        unread.len() >= HEADER_LEN
-            && decode_header(&unread[..HEADER_LEN], max_size)
-                .map_or(true, |len| unread.len() >= HEADER_LEN + len)
+        self.complete_frame(max_size)
+            .map_or(true, |len| len.is_some())
     }
 
     /// Send what is unsent without blocking; how many bytes left.

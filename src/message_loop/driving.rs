@@ -183,9 +183,13 @@ impl MessageLoop {
             }
         }
         if conn.busy || conn.unsent() {
-            // Nothing more is read meanwhile: back-pressure.
+            // Nothing more is read meanwhile: back-pressure. Interest in
+            // reading is dropped only once the peer sent more (readiness is
+            // level-triggered: it would be reported again and again), so
+            // that a client waiting for its reply costs no registration.
             let write = conn.unsent();
-            self.watch(id, conn, false, write);
+            let read = conn.watching.0 && !event.readable;
+            self.watch(id, conn, read, write);
             return;
         }
         match conn.next_frame(max_size) {
@@ -200,12 +204,11 @@ impl MessageLoop {
             }
         }
         if conn.end.is_none() && event.readable {
-            let got = conn.read(max_size);
+            let got = conn.read(max_size, &mut state.spare);
             stats.io().received(got);
             match conn.next_frame(max_size) {
                 Ok(Some(message)) => {
                     conn.busy = true;
-                    self.watch(id, conn, false, false);
                     found.push(Found::Message(id, message));
                     return;
                 }
@@ -232,9 +235,17 @@ impl MessageLoop {
     ) -> PyResult<Bound<'py, PyList>> {
         let events = PyList::empty(py);
         let serve_loop = self.serve_loop.get();
+        let mut spare = Vec::new();
         for item in found {
             let event = match item {
-                Found::Message(id, payload) => (MESSAGE, id, PyBytes::new(py, &payload).into_any()),
+                Found::Message(id, Payload { mut buffer, range }) => {
+                    let payload = PyBytes::new(py, &buffer[range]).into_any();
+                    if (READ_STEP..=SPARE_CAPACITY).contains(&buffer.capacity()) {
+                        buffer.clear();
+                        spare.push(buffer);
+                    }
+                    (MESSAGE, id, payload)
+                }
                 Found::Ended(id, End::Eof) => (CLOSED, id, py.None().into_bound(py)),
                 Found::Ended(id, End::Frame(err)) => (FAILED, id, end_error(py, PyErr::from(err))),
                 Found::Ended(id, End::Io(err)) => (FAILED, id, end_error(py, os_error(err))),
@@ -248,6 +259,11 @@ impl MessageLoop {
                 },
             };
             events.append(event)?;
+        }
+        if !spare.is_empty() {
+            let mut state = self.lock();
+            let room = SPARE_BUFFERS.saturating_sub(state.spare.len());
+            state.spare.extend(spare.into_iter().take(room));
         }
         Ok(events)
     }

@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use conn::{Conn, End};
+use conn::{Conn, End, Payload};
 
 /// Kinds of event `wait()` reports, as `(kind, conn_id, payload)`.
 pub const OPENED: u8 = 0;
@@ -55,6 +55,11 @@ const ACCEPT_BATCH: usize = 64;
 /// How much is read at once when no message body is pending; also the most
 /// a connection buffers beyond the message being assembled.
 const READ_STEP: usize = 64 * 1024;
+/// Read buffers kept for reuse between messages, and the largest kept.
+const SPARE_BUFFERS: usize = 64;
+const SPARE_CAPACITY: usize = 4 * READ_STEP;
+/// Replies from this size on are sent with the GIL released.
+const DETACHED_SEND: usize = 16 * 1024;
 /// How long accepting pauses after running out of descriptors or memory.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
@@ -62,7 +67,7 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 enum Found {
     /// Owned until it becomes a Python socket: dropped, it is closed.
     Opened(OwnedFd, SockAddr),
-    Message(u64, Vec<u8>),
+    Message(u64, Payload),
     Ended(u64, End),
     AcceptFailed(i32),
 }
@@ -75,6 +80,9 @@ struct State {
     next_id: u64,
     /// Accepting resumes then, after running out of descriptors.
     accept_paused_until: Option<Instant>,
+    /// Read buffers of delivered messages, for the next reads: a
+    /// connection with nothing buffered holds none.
+    spare: Vec<Vec<u8>>,
 }
 
 /// The readiness loop of a server whose handlers answer framed messages.
@@ -130,6 +138,7 @@ impl MessageLoop {
                 ready: Vec::new(),
                 next_id: FIRST_CONN,
                 accept_paused_until: None,
+                spare: Vec::new(),
             }),
             listener,
             nodelay,
@@ -148,19 +157,23 @@ impl MessageLoop {
     /// `(socket, client_address)`, MESSAGE with the payload (bytes), CLOSED
     /// (the client closed between messages) with None, FAILED with the
     /// exception that ended the connection. Empty when the time passed;
-    /// None once shutdown is requested. The GIL is released while waiting
-    /// and signal handlers run every 100 ms at most. A connection that was
-    /// reported ended is no longer watched: its socket is Python's to close.
-    #[pyo3(signature = (timeout = None))]
+    /// None once shutdown is requested, unless `draining` (drain() serves
+    /// the connections left after the shutdown). The GIL is released while
+    /// waiting and signal handlers run every 100 ms at most. A connection
+    /// that was reported ended is no longer watched: its socket is
+    /// Python's to close.
+    #[pyo3(signature = (timeout = None, draining = false))]
     fn wait<'py>(
         &self,
         py: Python<'py>,
         timeout: Option<f64>,
+        draining: bool,
     ) -> PyResult<Option<Bound<'py, PyList>>> {
         let deadline = timeout.map(|secs| Instant::now() + Duration::from_secs_f64(secs.max(0.0)));
         let serve_loop = self.serve_loop.get();
+        let stopped = || !draining && serve_loop.is_shutdown_requested();
         loop {
-            if serve_loop.is_shutdown_requested() {
+            if stopped() {
                 return Ok(None);
             }
             let slice = match deadline {
@@ -175,7 +188,7 @@ impl MessageLoop {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => Vec::new(),
                 Err(err) => return Err(os_error(err)),
             };
-            if serve_loop.is_shutdown_requested() && found.is_empty() {
+            if stopped() && found.is_empty() {
                 return Ok(None);
             }
             if !found.is_empty() {
@@ -195,41 +208,44 @@ impl MessageLoop {
     /// error sending (or a payload too long for a header) is raised, the
     /// connection left for the caller to `close()`.
     #[pyo3(signature = (conn_id, data))]
-    fn reply(&self, conn_id: u64, data: Option<&[u8]>) -> PyResult<bool> {
-        let header: Option<[u8; HEADER_LEN]> = match data {
-            Some(payload) => Some(encode_header(payload.len())?),
-            None => None,
-        };
+    fn reply(&self, py: Python<'_>, conn_id: u64, data: Option<&[u8]>) -> PyResult<bool> {
         let mut state = self.lock();
         let Some(conn) = state.conns.get_mut(&conn_id) else {
             return Ok(false);
         };
-        conn.busy = false;
-        if let (Some(data), Some(header)) = (data, header.as_ref()) {
-            let mut written = 0;
-            if !conn.unsent() {
-                let parts = [IoSlice::new(header), IoSlice::new(data)];
-                loop {
-                    match sys::send_vectored(conn.fd, &parts, MSG_DONTWAIT) {
-                        Ok(n) => written = n,
-                        Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(err) => return Err(os_error(err)),
-                    }
-                    break;
-                }
-            }
-            let total = HEADER_LEN + data.len();
-            if written < total {
-                if written < HEADER_LEN {
-                    conn.output.extend_from_slice(&header[written..]);
-                    conn.output.extend_from_slice(data);
+        if let Some(data) = data {
+            let header = encode_header(data.len())?;
+            // While its handler has a message, a connection has no reply
+            // pending and nobody else writes to it or closes it (close_all()
+            // leaves a busy one to its handler): the send needs no lock.
+            let fd = conn.fd;
+            let direct = !conn.unsent();
+            drop(state);
+            let written = if direct {
+                let send = || send_now(fd, &header, data);
+                if data.len() >= DETACHED_SEND {
+                    detach(py, send)
                 } else {
-                    conn.output.extend_from_slice(&data[written - HEADER_LEN..]);
+                    send()
                 }
-            }
+                .map_err(os_error)?
+            } else {
+                0
+            };
             self.serve_loop.get().stats().io().sent(written);
+            state = self.lock();
+            let Some(conn) = state.conns.get_mut(&conn_id) else {
+                return Ok(false);
+            };
+            if written < HEADER_LEN {
+                conn.output.extend_from_slice(&header[written..]);
+                conn.output.extend_from_slice(data);
+            } else if written < HEADER_LEN + data.len() {
+                conn.output.extend_from_slice(&data[written - HEADER_LEN..]);
+            }
         }
+        let conn = state.conns.get_mut(&conn_id).expect("looked up above");
+        conn.busy = false;
         let wake = self.settle(&mut state, conn_id);
         drop(state);
         if wake {
@@ -267,6 +283,33 @@ impl MessageLoop {
             .collect()
     }
 
+    /// Stop watching the listening socket (before drain() closes it).
+    fn stop_accepting(&self) {
+        let mut state = self.lock();
+        state.accept_paused_until = None;
+        // Not watched while accepting is paused; nothing to undo then.
+        let _ = self.poller.delete(self.listener);
+    }
+
+    /// The connections between messages: no message with their handler,
+    /// nothing received of the next one (by the loop or the system), no
+    /// reply left to send.
+    fn idle(&self) -> Vec<u64> {
+        let state = self.lock();
+        state
+            .conns
+            .iter()
+            .filter(|(_, conn)| {
+                !conn.busy
+                    && !conn.unsent()
+                    && conn.unread().is_empty()
+                    && conn.end.is_none()
+                    && !readable_now(conn.fd)
+            })
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
     /// Connections open.
     #[getter]
     fn connections(&self) -> usize {
@@ -288,6 +331,19 @@ impl MessageLoop {
     #[getter]
     fn listener_fd(&self) -> RawFd {
         self.listener
+    }
+}
+
+/// One non-blocking send of a message: how many of its bytes left.
+fn send_now(fd: RawFd, header: &[u8], data: &[u8]) -> io::Result<usize> {
+    let parts = [IoSlice::new(header), IoSlice::new(data)];
+    loop {
+        match sys::send_vectored(fd, &parts, MSG_DONTWAIT) {
+            Ok(n) => return Ok(n),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
     }
 }
 
