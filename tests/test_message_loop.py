@@ -2,6 +2,8 @@
 loop instead of a thread per connection (message_loop.py, the core's
 MessageLoop)."""
 
+import io
+import logging
 import socket
 import struct
 import subprocess
@@ -20,14 +22,11 @@ SERVERS = {"plain": socketserver_rs.TCPServer, "threading": socketserver_rs.Thre
 
 
 class Upper(MessageRequestHandler):
-    event_driven = True
-
     def handle_message(self, message):
         return message.upper()
 
 
 class Counted(MessageRequestHandler):
-    event_driven = True
     """Counts setup() and finish() calls on the class."""
 
     setups = 0
@@ -116,8 +115,6 @@ def test_message_sizes(server_class, size):
 
 def test_replies_keep_their_order_on_one_connection(server_class):
     class Slow(MessageRequestHandler):
-        event_driven = True
-
         def handle_message(self, message):
             time.sleep((int(message) % 3) * 0.001)
             return message
@@ -155,8 +152,6 @@ def test_a_message_over_the_limit_fails_that_connection_only(server_class):
 
 def test_an_exception_from_handle_message_closes_that_connection(server_class):
     class Picky(MessageRequestHandler):
-        event_driven = True
-
         def handle_message(self, message):
             if message == b"boom":
                 raise RuntimeError("boom")
@@ -189,8 +184,6 @@ def test_a_message_cut_short_goes_to_handle_error(server_class):
 
 def test_a_client_that_does_not_read_holds_bounded_memory(server_class):
     class Big(MessageRequestHandler):
-        event_driven = True
-
         def handle_message(self, message):
             return b"r" * 65536
 
@@ -307,14 +300,38 @@ def test_handlers_that_opt_out_keep_the_thread_model(server_class, opt_out):
         assert messages_of(server) is None
 
 
-def test_the_thread_model_is_the_default():
+def test_event_driven_is_the_default():
     class Plain(MessageRequestHandler):
         def handle_message(self, message):
             return message
 
     server = socketserver_rs.TCPServer(("127.0.0.1", 0), Plain, bind_and_activate=False)
-    assert not message_loop.event_driven(server)
+    assert message_loop.event_driven(server)
     server.server_close()
+
+
+def test_reading_rfile_in_an_event_driven_handler_is_refused_clearly(server_class):
+    class Reader(MessageRequestHandler):
+        def handle_message(self, message):
+            if message == b"line":
+                self.rfile.readline()
+            elif message == b"iterate":
+                next(iter(self.rfile))
+            return b"closed" if self.rfile.closed else b"open"
+
+    with make(server_class, Reader, recording=True) as server:
+        thread = serve(server)
+        for how in (b"line", b"iterate"):
+            with MessageClient(server.server_address, timeout=IO_TIMEOUT) as client:
+                assert client.request(b"other") == b"open"
+                client.send_message(how)
+                assert client.recv_message() is None
+        assert wait_until(lambda: len(server.errors) == 2)
+        for error in server.errors:
+            assert isinstance(error, io.UnsupportedOperation)
+            assert "event_driven = False" in str(error)
+        server.shutdown()
+        thread.join(IO_TIMEOUT)
 
 
 def test_which_handlers_are_event_driven():
@@ -357,7 +374,6 @@ IDLE_SCRIPT = textwrap.dedent(
 
     class Echo(socketserver_rs.MessageRequestHandler):
 
-        event_driven = True
         def handle_message(self, message):
             return message
 
@@ -400,3 +416,93 @@ def test_ten_thousand_idle_connections_hold_few_threads():
     assert count >= 2000
     assert held == count
     assert threads < 10
+
+
+def test_drain_serves_messages_in_flight_then_closes_every_connection(server_class):
+    class Handler(Counted):
+        setups = 0
+        finishes = 0
+
+        def handle_message(self, message):
+            if message == b"slow":
+                time.sleep(0.3)
+            return message
+
+    server = make(server_class, Handler)
+    serve(server)
+    address = server.server_address
+    idle = [MessageClient(address, timeout=IO_TIMEOUT) for _ in range(10)]
+    for client in idle:
+        assert client.request(b"x") == b"x"
+    busy = [MessageClient(address, timeout=IO_TIMEOUT) for _ in range(3)]
+    for client in busy:
+        client.send_message(b"slow")
+    # A message whose body is still arriving when drain() starts.
+    partial = socket.create_connection(address, timeout=IO_TIMEOUT)
+    partial.sendall(struct.pack("!I", 4) + b"pa")
+    assert wait_until(lambda: server.stats()["requests_total"] == 14)
+    finisher = threading.Timer(0.2, partial.sendall, args=(b"rt",))
+    finisher.start()
+    try:
+        assert server.drain(timeout=IO_TIMEOUT) == 0
+        finisher.join()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(address, timeout=IO_TIMEOUT)
+        for client in busy:
+            assert client.recv_message() == b"slow"
+            assert client.recv_message() is None
+        for client in idle:
+            assert client.recv_message() is None
+        assert partial.recv(64) == struct.pack("!I", 4) + b"part"
+        assert partial.recv(64) == b""
+        assert Handler.setups == Handler.finishes == 14
+        assert server.stats()["requests_active"] == 0
+    finally:
+        for client in idle + busy:
+            client.close()
+        partial.close()
+        server.server_close()
+
+
+def test_drain_cuts_a_message_still_running_at_the_deadline(server_class, caplog):
+    release = threading.Event()
+
+    class Stuck(Counted):
+        setups = 0
+        finishes = 0
+
+        def handle_message(self, message):
+            release.wait(IO_TIMEOUT)
+            return message
+
+    server = make(server_class, Stuck)
+    thread = serve(server)
+    idle = MessageClient(server.server_address, timeout=IO_TIMEOUT)
+    stuck = MessageClient(server.server_address, timeout=IO_TIMEOUT)
+    try:
+        assert wait_until(lambda: server.stats()["requests_total"] == 2)
+        stuck.send_message(b"x")
+        if server_class is socketserver_rs.ThreadingTCPServer:
+            assert wait_until(lambda: server.stats()["workers_busy"] == 1)
+            with caplog.at_level(logging.WARNING, logger="socketserver_rs"):
+                assert server.drain(timeout=0.3) == 1
+            assert "1 request(s) still running" in caplog.text
+            assert idle.recv_message() is None
+            # Its socket was shut down: the client sees the end at once.
+            assert stuck.recv_message() is None
+            release.set()
+            assert wait_until(lambda: Stuck.finishes == 2)
+        else:
+            # A plain server runs the handler on its serving thread: drain()
+            # waits for shutdown() and so for the handler, then ends the rest.
+            threading.Timer(0.3, release.set).start()
+            assert server.drain(timeout=IO_TIMEOUT) == 0
+            assert stuck.recv_message() == b"x"
+            assert idle.recv_message() is None
+            assert Stuck.finishes == 2
+        thread.join(IO_TIMEOUT)
+    finally:
+        release.set()
+        idle.close()
+        stuck.close()
+        server.server_close()

@@ -2,10 +2,10 @@
 
 A MessageRequestHandler that only answers messages (it overrides
 handle_message() and not handle()) keeps no stack between them, so it needs
-no thread of its own. When such a handler sets ``event_driven = True`` and
-serve_forever() would take the fast path on a stream server, the core's MessageLoop waits on the
-listening socket and every connection at once, reads and decodes the
-messages, and writes the replies; this module runs the handlers:
+no thread of its own. When serve_forever() would take the fast path on a
+stream server, the core's MessageLoop waits on the listening socket and
+every connection at once, reads and decodes the messages, and writes the
+replies; this module runs the handlers:
 
 * per connection, the handler object is built without handle():
   setup() once when the connection opens, finish() once when it ends, then
@@ -16,20 +16,26 @@ messages, and writes the replies; this module runs the handlers:
   their order;
 * an exception from handle_message(), a message over max_message_size,
   one cut short, or a socket error ends that connection through the
-  server's handle_error(), as it would end handle() in the thread model.
+  server's handle_error(), as it would end handle() in the thread model;
+* the loop reads the connection, so the handler's rfile refuses reads
+  (io.UnsupportedOperation, saying why) rather than wait for bytes the
+  loop holds.
 
-Opt-in: a handler class takes this path with ``event_driven = True`` (the
-default, False, keeps a thread per connection). One that overrides
-handle(), or has a ``timeout``, takes the thread model all the same: there
-the timeout is a socket timeout of its own thread.
+The default; ``event_driven = False`` on the handler class keeps a thread
+per connection. One that overrides handle() or __init__(), or has a
+``timeout``, takes the thread model all the same: there the timeout is a
+socket timeout of its own thread.
 """
 
 from __future__ import annotations
 
+import io
+import socket
+
 from socketserver_rs import _core
 from socketserver_rs.messages import MessageRequestHandler
 
-__all__ = ["event_driven", "serving", "close_connections"]
+__all__ = ["event_driven", "serving", "stop_accepting", "close_connections"]
 
 _OPENED = _core.EVENT_OPENED
 _MESSAGE = _core.EVENT_MESSAGE
@@ -71,15 +77,37 @@ def serving(server, loop, nodelay):
     return messages
 
 
-def close_connections(server):
+def stop_accepting(server):
+    """drain(), before it closes the listening socket: the server's
+    Messages, which drain() then serves with drain_step(); None if its
+    connections have a thread each."""
+    messages = server.__dict__.get(_ATTRIBUTE)
+    if messages is not None:
+        messages.core.stop_accepting()
+    return messages
+
+
+def close_connections(server, shut=False):
     """server_close(): end every connection. One whose handler has a
-    message is ended by whoever runs that handler, once it returns."""
+    message is ended by whoever runs that handler, once it returns; with
+    shut (drain()'s deadline) its socket is shut down first."""
     messages = server.__dict__.get(_ATTRIBUTE)
     if messages is None:
         return
     for conn_id, busy in messages.core.close_all():
         if not busy:
             messages.end(conn_id)
+        elif shut:
+            handler = messages.handlers.get(conn_id)
+            if handler is not None:
+                _shut_down(handler.request)
+
+
+def _shut_down(sock):
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # closed meanwhile, or never connected
 
 
 class Messages:
@@ -94,34 +122,47 @@ class Messages:
 
     def serve(self, poll_interval, actions):
         """serve_forever()'s loop: wait, then run what happened."""
-        pool = getattr(self.server, "_worker_pool", None)
-        submit = pool().submit if pool is not None else None
-        run = self.run
-        opened = self.opened
-        end = self.end
-        handlers = self.handlers
         wait = self.core.wait
+        handle = self.handle
         while True:
             events = wait(poll_interval)
             if events is None:
                 return
-            for kind, conn_id, payload in events:
-                if kind == _MESSAGE:
-                    handler = handlers.get(conn_id)
-                    if handler is None:
-                        continue
-                    if submit is None:
-                        run(conn_id, handler, payload)
-                    else:
-                        self.submit(submit, conn_id, handler, payload)
-                elif kind == _OPENED:
-                    opened(conn_id, *payload)
-                elif kind == _CLOSED:
-                    end(conn_id)
-                else:
-                    end(conn_id, payload)
+            handle(events)
             if actions is not None:
                 actions()
+
+    def handle(self, events):
+        pool = getattr(self.server, "_worker_pool", None)
+        submit = pool().submit if pool is not None else None
+        handlers = self.handlers
+        run = self.run
+        for kind, conn_id, payload in events:
+            if kind == _MESSAGE:
+                handler = handlers.get(conn_id)
+                if handler is None:
+                    continue
+                if submit is None:
+                    run(conn_id, handler, payload)
+                else:
+                    self.submit(submit, conn_id, handler, payload)
+            elif kind == _OPENED:
+                self.opened(conn_id, *payload)
+            elif kind == _CLOSED:
+                self.end(conn_id)
+            else:
+                self.end(conn_id, payload)
+
+    def drain_step(self, timeout):
+        """One step of drain(), after shutdown(): end the connections now
+        between messages, then serve the others for up to timeout seconds."""
+        core = self.core
+        for conn_id in core.idle():
+            if core.close(conn_id):
+                self.end(conn_id)
+        events = core.wait(timeout, True)
+        if events:
+            self.handle(events)
 
     def submit(self, submit, conn_id, handler, message):
         try:
@@ -152,6 +193,7 @@ class Messages:
             self.stats.request_finished()
             server.shutdown_request(request)
             raise
+        handler.rfile = _LoopReadsThis(getattr(handler, "rfile", None))
         self.handlers[conn_id] = handler
 
     def run(self, conn_id, handler, message):
@@ -196,3 +238,32 @@ class Messages:
         finally:
             stats.request_finished()
             server.shutdown_request(request)
+
+
+def _refuse_read(*args, **kwargs):
+    raise io.UnsupportedOperation(
+        "not readable: this handler is event-driven, the server's message loop "
+        "reads its connection and hands each message to handle_message(); "
+        "override handle(), or set event_driven = False, to read rfile yourself"
+    )
+
+
+class _LoopReadsThis:
+    """An event-driven handler's rfile: reads are refused (the loop may
+    hold the bytes already); the rest (close(), closed, fileno()...) is the
+    file's own."""
+
+    read = read1 = readline = readlines = readinto = readinto1 = peek = _refuse_read
+    read_message = __next__ = _refuse_read
+
+    def __init__(self, rfile):
+        self._rfile = rfile
+
+    def __iter__(self):
+        _refuse_read()
+
+    def readable(self):
+        return False
+
+    def __getattr__(self, name):
+        return getattr(self._rfile, name)

@@ -93,10 +93,10 @@ class MessageRequestHandler(StreamRequestHandler):
 
     max_message_size = DEFAULT_MAX_MESSAGE_SIZE
 
-    # Opt-in: serve connections of a handler that only overrides
-    # handle_message() from one readiness loop, without a thread each
-    # (see message_loop.py).
-    event_driven = False
+    # A handler that only overrides handle_message() is served from one
+    # readiness loop, without a thread per connection (see message_loop.py);
+    # False keeps the thread model.
+    event_driven = True
 
     @_timeout_error
     def read_message(self):

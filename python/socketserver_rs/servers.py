@@ -262,15 +262,20 @@ class BaseServer:
         """
         deadline = time.monotonic() + timeout
         self.shutdown()
+        messages = message_loop.stop_accepting(self)
         self.socket.close()
         loop = self._serve_loop()
         connections = self.__dict__["_BaseServer__connections"]
         while loop.stats.snapshot()["requests_active"]:
+            if time.monotonic() >= deadline:
+                return self._cut_connections("drain()")
+            if messages is not None:
+                # Event-driven connections: served here until each is idle.
+                messages.drain_step(0.01)
+                continue
             for connection, reader in list(connections.items()):
                 if reader is not None and reader.idle:
                     _shut(connection, socket.SHUT_RD)
-            if time.monotonic() >= deadline:
-                return self._cut_connections("drain()")
             time.sleep(0.01)
         return 0
 
@@ -281,6 +286,7 @@ class BaseServer:
         running = self._serve_loop().stats.snapshot()["requests_active"]
         for connection in list(self.__dict__["_BaseServer__connections"]):
             _shut(connection, socket.SHUT_RDWR)
+        message_loop.close_connections(self, shut=True)
         if running:
             logging.getLogger("socketserver_rs").warning(
                 "%s: %d request(s) still running at the deadline; their connections were shut down",
