@@ -2,13 +2,18 @@
 """Framed echo: a MessageRequestHandler in the thread model, event-driven,
 and a uvloop asyncio.Protocol decoding the same frames, side by side.
 
-16 keep-alive connections (bench/loadgen `framed`, pinned to CPU 1) each
-send a length-prefixed message and read the echo, in a loop, against each
-server (pinned to CPU 0): server CPU time per message, the median of a few
-runs, for 64-byte and 64 KiB messages, and the ratios. Loopback only;
-stops by itself.
+timed: 16 keep-alive connections (bench/loadgen `framed`, pinned to CPU 1)
+each send a length-prefixed message and read the echo, in a loop, against
+each server (pinned to CPU 0): server CPU time per message, the median of a
+few runs, for 64-byte and 64 KiB messages, and the ratios.
 
-    python3 bench/framed.py [--runs 3] [--duration 3] [--no-install]
+idle: the standard module's ThreadingTCPServer holding 1,000 idle framed
+connections (each answered once) and ours, event-driven, holding 10,000:
+server threads and resident memory, one run each.
+
+Loopback only; stops by itself.
+
+    python3 bench/framed.py [--only timed|idle] [--runs 3] [--duration 3] [--no-install]
 
 It sets up build/bench-venv and bench/loadgen as bench/run.py does.
 """
@@ -17,10 +22,20 @@ import argparse
 import math
 import statistics
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import PYTHON, SERVERS, Server, check_tools, cpu_seconds, loadgen, setup  # noqa: E402
+from run import (  # noqa: E402
+    PYTHON,
+    SERVERS,
+    Server,
+    check_tools,
+    cpu_seconds,
+    loadgen,
+    rss_kib,
+    setup,
+)
 
 MODELS = {
     "thread": "(a) thread per connection (ThreadingTCPServer, event_driven = False)",
@@ -28,7 +43,10 @@ MODELS = {
     "event-threading": "(b') event-driven, handlers on the pool (ThreadingTCPServer)",
     "uvloop": "(c) uvloop asyncio.Protocol",
 }
-SIZES = {"64 B": 64, "64 KiB": 65536}
+
+
+def size_name(size):
+    return f"{size // 1024} KiB" if size >= 1024 else f"{size} B"
 
 
 def cell(model, size, args):
@@ -49,38 +67,106 @@ def cell(model, size, args):
     return {"cpu": cpu, "rps": result["rps"], "errors": result["errors"]}
 
 
+IDLE = [
+    ("stdlib", "the standard module's ThreadingTCPServer, a thread per connection", 1000),
+    ("event-threading", "socketserver_rs ThreadingTCPServer, event-driven", 10000),
+]
+
+
+def threads_of(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    return 0
+
+
+def idle_cell(model, conns):
+    """Server threads and RSS (KiB) with `conns` idle framed connections."""
+    server = Server([PYTHON, SERVERS, "framed", "--model", model], model)
+    seen = {}
+
+    def on_line(line, proc):
+        if line == "HELD":
+            time.sleep(0.5)  # let the last handlers settle
+            seen["rss"] = rss_kib(server.pid)
+            seen["threads"] = threads_of(server.pid)
+            proc.stdin.close()
+
+    try:
+        before = rss_kib(server.pid)
+        result = loadgen("framed-idle", server.port, {"conns": conns, "hold": 60}, 180, on_line)
+    finally:
+        server.stop()
+    return {"before": before, "held": result["held"], "errors": result["errors"], **seen}
+
+
+def run_idle():
+    print("| server | connections held | threads | RSS before | RSS held |")
+    print("|---|---|---|---|---|")
+    rss = {}
+    for model, title, conns in IDLE:
+        row = idle_cell(model, conns)
+        rss[model] = row.get("rss", math.nan)
+        note = f" ({row['errors']} errors)" if row["errors"] else ""
+        print(
+            f"| {title} | {row['held']:,} of {conns:,}{note} | {row.get('threads')} "
+            f"| {row['before'] / 1024:.1f} MiB | {rss[model] / 1024:.1f} MiB |",
+            flush=True,
+        )
+    ratio = rss["stdlib"] / rss["event-threading"]
+    print(
+        f"\nRSS, the standard module with 1,000 over ours with 10,000: {ratio:.2f}x "
+        "(above 1: ours holds ten times the connections in less memory)"
+    )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--no-install", action="store_true")
+    parser.add_argument("--only", choices=["timed", "idle"])
+    parser.add_argument("--models", default=",".join(MODELS), help="a subset, comma-separated")
+    parser.add_argument("--sizes", default="64,65536", help="message sizes, comma-separated")
     args = parser.parse_args()
+    models = {m: MODELS[m] for m in args.models.split(",")}
+    sizes = {size_name(int(n)): int(n) for n in args.sizes.split(",")}
     args.no_wrk = True
     check_tools(args)
     setup(args)
+    if args.only != "timed":
+        run_idle()
+        print()
+    if args.only == "idle":
+        return
     print("| messages | server | CPU µs/message | messages/s |")
     print("|---|---|---|---|")
     medians = {}
-    for size_name, size in SIZES.items():
-        for model, title in MODELS.items():
+    for name, size in sizes.items():
+        for model, title in models.items():
             runs = [cell(model, size, args) for _ in range(args.runs)]
             cpu = statistics.median(run["cpu"] for run in runs)
             rps = statistics.median(run["rps"] for run in runs)
             errors = sum(run["errors"] for run in runs)
-            medians[size_name, model] = (cpu, rps)
+            medians[name, model] = (cpu, rps)
             note = f" ({errors} errors)" if errors else ""
-            print(f"| {size_name} | {title} | {cpu:.1f}{note} | {rps:,.0f} |", flush=True)
+            print(f"| {name} | {title} | {cpu:.1f}{note} | {rps:,.0f} |", flush=True)
     print()
-    for size_name in SIZES:
-        thread, event, pooled, uv = (medians[size_name, m][0] for m in MODELS)
+    if len(models) < len(MODELS):
+        return
+    for name in sizes:
+        thread, event, pooled, uv = (medians[name, m][0] for m in MODELS)
         print(
-            f"{size_name}: CPU per message, (a)/(b) {thread / event:.2f}x, "
+            f"{name}: CPU per message, (a)/(b) {thread / event:.2f}x, "
             f"(c)/(b) {uv / event:.2f}x, (a)/(b') {thread / pooled:.2f}x, "
             f"(c)/(b') {uv / pooled:.2f}x (above 1: the event-driven path costs less)"
         )
-    big_thread, big_event = medians["64 KiB", "thread"][1], medians["64 KiB", "event"][1]
-    print(f"64 KiB messages/s, (b)/(a): {big_event / big_thread:.2f}x")
+    for name in sizes:
+        models = ("thread", "event", "event-threading")
+        thread, event, pooled = (medians[name, m][1] for m in models)
+        print(f"{name}: messages/s, (b)/(a) {event / thread:.2f}x, (b')/(a) {pooled / thread:.2f}x")
 
 
 if __name__ == "__main__":

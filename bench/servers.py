@@ -4,7 +4,7 @@
     python bench/servers.py uvloop --proto tcp|udp
     python bench/servers.py http --impl std|rs
     python bench/servers.py shutdown --impl std|rs --tries N
-    python bench/servers.py framed --model thread|event|event-threading|uvloop
+    python bench/servers.py framed --model thread|event|event-threading|uvloop|stdlib
 
 The serving commands bind 127.0.0.1 on a free port, print ``PORT <n>`` and
 serve until their standard input closes. ``shutdown`` prints one JSON line
@@ -159,10 +159,18 @@ def serve_framed(args):
     MessageRequestHandler in the thread model (``thread``: a
     ThreadingTCPServer, a thread per connection) or event-driven (``event``:
     a TCPServer running handlers on its serving thread; ``event-threading``:
-    a ThreadingTCPServer running them on its pool), or a uvloop
-    asyncio.Protocol decoding the same frames."""
+    a ThreadingTCPServer running them on its pool), a uvloop
+    asyncio.Protocol decoding the same frames, or the standard module
+    (``stdlib``)."""
+    import resource
+
+    # Room for the idle-connection runs' thousands of descriptors.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if args.model == "uvloop":
         return serve_framed_uvloop()
+    if args.model == "stdlib":
+        return serve_framed_stdlib()
     import socketserver_rs
 
     class Echo(socketserver_rs.MessageRequestHandler):
@@ -175,6 +183,24 @@ def serve_framed(args):
         socketserver_rs.TCPServer if args.model == "event" else socketserver_rs.ThreadingTCPServer
     )
     server = server_class(("127.0.0.1", 0), Echo)
+    exit_when_stdin_closes()
+    announce(server.server_address[1])
+    server.serve_forever()
+
+
+def serve_framed_stdlib():
+    """The standard module's ThreadingTCPServer echoing the same frames, a
+    thread per connection, as its users write it."""
+    import socketserver
+
+    class Echo(socketserver.StreamRequestHandler):
+        def handle(self):
+            while len(header := self.rfile.read(4)) == 4:
+                body = self.rfile.read(int.from_bytes(header, "big"))
+                self.wfile.write(header + body)
+
+    socketserver.ThreadingTCPServer.daemon_threads = True
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Echo)
     exit_when_stdin_closes()
     announce(server.server_address[1])
     server.serve_forever()
@@ -268,7 +294,7 @@ def main():
     p = commands.add_parser("uvloop")
     p.add_argument("--proto", choices=["tcp", "udp"], required=True)
     p = commands.add_parser("framed")
-    models = ["thread", "event", "event-threading", "uvloop"]
+    models = ["thread", "event", "event-threading", "uvloop", "stdlib"]
     p.add_argument("--model", choices=models, required=True)
     p = commands.add_parser("http")
     p.add_argument("--impl", choices=["std", "rs"], required=True)

@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from conftest import IO_TIMEOUT, wait_until
+from conftest import IO_TIMEOUT, require, wait_until
 
 import socketserver_rs
 from socketserver_rs import MessageClient, MessageRequestHandler, message_loop
@@ -403,8 +403,10 @@ def test_ten_thousand_idle_connections_hold_few_threads():
     import resource
 
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard - 100 < 2000:
-        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} allows fewer than 2000 connections")
+    require(
+        hard == resource.RLIM_INFINITY or hard - 100 >= 2000,
+        f"an RLIMIT_NOFILE hard limit of at least 2100 descriptors (it is {hard})",
+    )
     result = subprocess.run(
         [sys.executable, "-c", IDLE_SCRIPT, CLIENT_SCRIPT],
         capture_output=True,

@@ -193,7 +193,7 @@ class Messages:
             self.stats.request_finished()
             server.shutdown_request(request)
             raise
-        handler.rfile = _LoopReadsThis(getattr(handler, "rfile", None))
+        handler.rfile = _LoopReadsThis(getattr(handler, "rfile", None), request)
         self.handlers[conn_id] = handler
 
     def run(self, conn_id, handler, message):
@@ -250,20 +250,37 @@ def _refuse_read(*args, **kwargs):
 
 class _LoopReadsThis:
     """An event-driven handler's rfile: reads are refused (the loop may
-    hold the bytes already); the rest (close(), closed, fileno()...) is the
-    file's own."""
+    hold the bytes already). The file setup() made is closed at once, so an
+    idle connection holds no read buffer; closed, close() and fileno() keep
+    their meaning."""
 
     read = read1 = readline = readlines = readinto = readinto1 = peek = _refuse_read
     read_message = __next__ = _refuse_read
 
-    def __init__(self, rfile):
+    def __init__(self, rfile, sock):
         self._rfile = rfile
+        self._sock = sock
+        self._closed = False
+        if type(rfile) in (_core.SocketReader, io.BufferedReader):
+            rfile.close()
 
     def __iter__(self):
         _refuse_read()
 
     def readable(self):
         return False
+
+    @property
+    def closed(self):
+        return self._closed
+
+    def close(self):
+        self._closed = True
+        if self._rfile is not None:
+            self._rfile.close()
+
+    def fileno(self):
+        return self._sock.fileno()
 
     def __getattr__(self, name):
         return getattr(self._rfile, name)

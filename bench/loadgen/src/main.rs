@@ -17,6 +17,7 @@
 //!   framed     keepalive with length-prefixed messages: N connections, each
 //!              sending a message of --size bytes (a 4-byte big-endian
 //!              length, then the payload) and reading the reply, in a loop
+//!   framed-idle  idle with one length-prefixed message per connection
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
@@ -310,10 +311,16 @@ fn framed_round_trip(
     Ok(())
 }
 
-fn framed(args: &Args, addr: SocketAddr) {
-    let payload: Vec<u8> = (0..args.size).map(|i| b'a' + (i % 26) as u8).collect();
+/// A message of `size` payload bytes: its 4-byte big-endian length, then it.
+fn framed_message(size: usize) -> Vec<u8> {
+    let payload: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
     let mut msg = (payload.len() as u32).to_be_bytes().to_vec();
     msg.extend_from_slice(&payload);
+    msg
+}
+
+fn framed(args: &Args, addr: SocketAddr) {
+    let msg = framed_message(args.size);
     let bytes = msg.len() as u64;
     persistent(
         args,
@@ -432,8 +439,13 @@ fn bulk(args: &Args, addr: SocketAddr) {
     report(tally, secs, &format!(",\"chunk\":{size}"));
 }
 
-fn idle(args: &Args, addr: SocketAddr) {
-    let msg = line(args.size);
+/// `idle`, or with `framed` its length-prefixed variant.
+fn idle(args: &Args, addr: SocketAddr, framed: bool) {
+    let msg = if framed {
+        framed_message(args.size)
+    } else {
+        line(args.size)
+    };
     let mut held = Vec::with_capacity(args.conns);
     let mut errors = 0u64;
     let began = Instant::now();
@@ -441,8 +453,12 @@ fn idle(args: &Args, addr: SocketAddr) {
     for _ in 0..args.conns {
         let ok = connect(addr).and_then(|mut writer| {
             writer.set_read_timeout(Some(Duration::from_secs(2)))?;
-            let mut reader = BufReader::new(writer.try_clone()?);
-            round_trip(&mut writer, &mut reader, &msg, &mut reply)?;
+            if framed {
+                framed_round_trip(&mut writer, &msg, &mut reply)?;
+            } else {
+                let mut reader = BufReader::new(writer.try_clone()?);
+                round_trip(&mut writer, &mut reader, &msg, &mut reply)?;
+            }
             Ok(writer)
         });
         match ok {
@@ -526,7 +542,7 @@ fn burst(args: &Args, addr: SocketAddr) {
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
     let Some(command) = argv.get(1) else {
-        fail("usage: loadgen keepalive|connper|udp|bulk|idle|burst|framed --port N [options]");
+        fail("usage: loadgen keepalive|connper|udp|bulk|idle|burst|framed|framed-idle --port N [options]");
     };
     let args = parse_args(&argv[2..]);
     let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
@@ -535,7 +551,8 @@ fn main() {
         "connper" => connper(&args, addr),
         "udp" => udp(&args, addr),
         "bulk" => bulk(&args, addr),
-        "idle" => idle(&args, addr),
+        "idle" => idle(&args, addr, false),
+        "framed-idle" => idle(&args, addr, true),
         "burst" => burst(&args, addr),
         "framed" => framed(&args, addr),
         other => fail(&format!("unknown command {other}")),
