@@ -344,10 +344,42 @@ def test_which_handlers_are_event_driven():
     class Plain(socketserver_rs.StreamRequestHandler):
         pass
 
-    for handler in (WithTimeout, Plain, MessageRequestHandler):
+    # The loop stands in for these: a handler that changes one keeps its thread.
+    class OwnReading(Upper):
+        def read_message(self):
+            return super().read_message()
+
+    class OwnWriting(Upper):
+        def write_message(self, data):
+            return super().write_message(data[::-1])
+
+    class OwnIteration(Upper):
+        def messages(self):
+            yield from super().messages()
+
+    class OwnInit(Upper):
+        def __init__(self, *args):
+            super().__init__(*args)
+
+    thread_model = (WithTimeout, Plain, MessageRequestHandler, OwnReading, OwnWriting)
+    for handler in thread_model + (OwnIteration, OwnInit):
         server.RequestHandlerClass = handler
         assert not message_loop.event_driven(server)
     server.server_close()
+
+
+def test_a_handler_with_its_own_write_message_is_served_by_it(server_class):
+    class Reversed(Upper):
+        def write_message(self, data):
+            return super().write_message(data[::-1])
+
+    with make(server_class, Reversed) as server:
+        thread = serve(server)
+        with MessageClient(server.server_address, timeout=IO_TIMEOUT) as client:
+            assert client.request(b"abc") == b"CBA"
+        server.shutdown()
+        thread.join(IO_TIMEOUT)
+        assert messages_of(server) is None
 
 
 CLIENT_SCRIPT = """

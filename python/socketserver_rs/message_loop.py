@@ -22,9 +22,10 @@ replies; this module runs the handlers:
   loop holds.
 
 The default; ``event_driven = False`` on the handler class keeps a thread
-per connection. One that overrides handle() or __init__(), or has a
-``timeout``, takes the thread model all the same: there the timeout is a
-socket timeout of its own thread.
+per connection. One that overrides __init__(), handle(), messages(),
+read_message() or write_message(), or has a ``timeout``, takes the thread
+model all the same: the loop stands in for those (and a timeout is a
+socket timeout of the connection's own thread).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ _OPENED = _core.EVENT_OPENED
 _MESSAGE = _core.EVENT_MESSAGE
 _CLOSED = _core.EVENT_CLOSED
 
+_STOOD_IN_FOR = ("__init__", "handle", "messages", "read_message", "write_message")
+
 # Where a server keeps its MessageLoop and the handlers of its connections.
 _ATTRIBUTE = "_BaseServer__messages"
 
@@ -53,12 +56,12 @@ def event_driven(server):
         return False
     if not getattr(cls, "event_driven", False):
         return False
-    if cls.handle is not MessageRequestHandler.handle:
-        return False
     if cls.handle_message is MessageRequestHandler.handle_message:
         return False
-    if cls.__init__ is not MessageRequestHandler.__init__:
-        return False
+    # The loop stands in for handle() and the reading and writing it does.
+    for name in _STOOD_IN_FOR:
+        if getattr(cls, name) is not getattr(MessageRequestHandler, name):
+            return False
     if getattr(cls, "timeout", None) is not None:
         return False
     max_size = cls.max_message_size
