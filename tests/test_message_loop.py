@@ -102,7 +102,7 @@ def test_echo_over_many_connections(server_class):
             thread.join(IO_TIMEOUT)
 
 
-@pytest.mark.parametrize("size", [0, 1, 65536, 3 * 1024 * 1024 + 7])
+@pytest.mark.parametrize("size", [0, 1, 16 * 1024 - 1, 16 * 1024, 65536, 3 * 1024 * 1024 + 7])
 def test_message_sizes(server_class, size):
     with make(server_class, Upper) as server:
         thread = serve(server)

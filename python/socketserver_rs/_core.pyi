@@ -11,6 +11,7 @@ __all__ = [
     "ServeLoop",
     "FastPath",
     "MessageLoop",
+    "Message",
     "EVENT_OPENED",
     "EVENT_MESSAGE",
     "EVENT_CLOSED",
@@ -111,6 +112,15 @@ EVENT_CLOSED: int
 EVENT_FAILED: int
 
 @final
+class Message:
+    """A large message's payload, made bytes by take() on the thread that
+    handles it (so they are allocated and freed there)."""
+
+    def take(self) -> bytes:
+        """The payload as bytes; RuntimeError if it was taken already."""
+    def __len__(self) -> int: ...
+
+@final
 class MessageLoop:
     """The readiness loop of a server whose handlers answer framed
     messages: accepts, reads and decodes messages, writes replies, and
@@ -124,7 +134,8 @@ class MessageLoop:
     ) -> Optional[list[tuple[int, int, Any]]]:
         """Wait up to timeout seconds (None: no limit); the events, as
         (kind, conn_id, payload): EVENT_OPENED with (socket, client_address),
-        EVENT_MESSAGE with the payload (bytes), EVENT_CLOSED with None (the
+        EVENT_MESSAGE with the payload (bytes, or a Message from 16 KiB on:
+        its take() makes the bytes), EVENT_CLOSED with None (the
         client closed between messages), EVENT_FAILED with the exception
         that ended the connection. Empty when the time passed; None once
         shutdown is requested, unless draining (drain() serves what is left

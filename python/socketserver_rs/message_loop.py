@@ -140,7 +140,11 @@ class Messages:
         submit = pool().submit if pool is not None else None
         handlers = self.handlers
         run = self.run
-        for kind, conn_id, payload in events:
+        # Taken one by one, so that each payload is freed once its handler
+        # is done with it, not at the end of the batch.
+        events.reverse()
+        while events:
+            kind, conn_id, payload = events.pop()
             if kind == _MESSAGE:
                 handler = handlers.get(conn_id)
                 if handler is None:
@@ -202,6 +206,9 @@ class Messages:
     def run(self, conn_id, handler, message):
         """One message through its handler, and the reply out."""
         try:
+            if type(message) is not bytes:
+                # A large one becomes bytes on this thread (see _core.Message).
+                message = message.take()
             reply = handler.handle_message(message)
             if reply is not None and type(reply) is not bytes:
                 with memoryview(reply) as view:

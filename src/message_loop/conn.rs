@@ -93,10 +93,10 @@ impl Conn {
     /// Read without blocking until a message is complete, the socket is
     /// empty, or it ends. A connection with nothing buffered holds no
     /// buffer: it takes one from `spare` (or a new one) to read into.
-    pub(super) fn read(&mut self, max_size: usize, spare: &mut Vec<Vec<u8>>) -> usize {
+    pub(super) fn read(&mut self, max_size: usize, spare: &SpareBuffers) -> usize {
         let mut got = 0;
         if self.input.capacity() == 0 {
-            self.input = spare.pop().unwrap_or_default();
+            self.input = spare.take();
         }
         loop {
             if self.has_frame(max_size) {

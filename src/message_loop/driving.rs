@@ -204,7 +204,7 @@ impl MessageLoop {
             }
         }
         if conn.end.is_none() && event.readable {
-            let got = conn.read(max_size, &mut state.spare);
+            let got = conn.read(max_size, &self.spare);
             stats.io().received(got);
             match conn.next_frame(max_size) {
                 Ok(Some(message)) => {
@@ -235,15 +235,15 @@ impl MessageLoop {
     ) -> PyResult<Bound<'py, PyList>> {
         let events = PyList::empty(py);
         let serve_loop = self.serve_loop.get();
-        let mut spare = Vec::new();
         for item in found {
             let event = match item {
-                Found::Message(id, Payload { mut buffer, range }) => {
+                Found::Message(id, payload) if payload.range.len() >= LARGE_MESSAGE => {
+                    let message = Message::new(payload, Arc::clone(&self.spare));
+                    (MESSAGE, id, Bound::new(py, message)?.into_any())
+                }
+                Found::Message(id, Payload { buffer, range }) => {
                     let payload = PyBytes::new(py, &buffer[range]).into_any();
-                    if (READ_STEP..=SPARE_CAPACITY).contains(&buffer.capacity()) {
-                        buffer.clear();
-                        spare.push(buffer);
-                    }
+                    self.spare.give(buffer);
                     (MESSAGE, id, payload)
                 }
                 Found::Ended(id, End::Eof) => (CLOSED, id, py.None().into_bound(py)),
@@ -259,11 +259,6 @@ impl MessageLoop {
                 },
             };
             events.append(event)?;
-        }
-        if !spare.is_empty() {
-            let mut state = self.lock();
-            let room = SPARE_BUFFERS.saturating_sub(state.spare.len());
-            state.spare.extend(spare.into_iter().take(room));
         }
         Ok(events)
     }

@@ -16,6 +16,7 @@
 
 mod conn;
 mod driving;
+mod message;
 
 use crate::detach::detach;
 use crate::errors::os_error;
@@ -32,10 +33,11 @@ use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use conn::{Conn, End, Payload};
+use message::{Message, SpareBuffers};
 
 /// Kinds of event `wait()` reports, as `(kind, conn_id, payload)`.
 pub const OPENED: u8 = 0;
@@ -60,6 +62,9 @@ const SPARE_BUFFERS: usize = 64;
 const SPARE_CAPACITY: usize = 4 * READ_STEP;
 /// Replies from this size on are sent with the GIL released.
 const DETACHED_SEND: usize = 16 * 1024;
+/// Messages from this size on are reported as a `Message`, made bytes by
+/// their handler's thread.
+const LARGE_MESSAGE: usize = 16 * 1024;
 /// How long accepting pauses after running out of descriptors or memory.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
@@ -80,9 +85,6 @@ struct State {
     next_id: u64,
     /// Accepting resumes then, after running out of descriptors.
     accept_paused_until: Option<Instant>,
-    /// Read buffers of delivered messages, for the next reads: a
-    /// connection with nothing buffered holds none.
-    spare: Vec<Vec<u8>>,
 }
 
 /// The readiness loop of a server whose handlers answer framed messages.
@@ -90,6 +92,7 @@ struct State {
 pub struct MessageLoop {
     poller: Poller,
     state: Mutex<State>,
+    spare: Arc<SpareBuffers>,
     listener: RawFd,
     nodelay: bool,
     max_size: usize,
@@ -138,8 +141,8 @@ impl MessageLoop {
                 ready: Vec::new(),
                 next_id: FIRST_CONN,
                 accept_paused_until: None,
-                spare: Vec::new(),
             }),
+            spare: Arc::default(),
             listener,
             nodelay,
             max_size,
@@ -154,7 +157,8 @@ impl MessageLoop {
 
     /// Wait up to `timeout` seconds (None: no limit) and return what
     /// happened, as a list of `(kind, conn_id, payload)`: OPENED with
-    /// `(socket, client_address)`, MESSAGE with the payload (bytes), CLOSED
+    /// `(socket, client_address)`, MESSAGE with the payload (bytes, or a
+    /// `Message` from `LARGE_MESSAGE` bytes on), CLOSED
     /// (the client closed between messages) with None, FAILED with the
     /// exception that ended the connection. Empty when the time passed;
     /// None once shutdown is requested, unless `draining` (drain() serves
@@ -356,5 +360,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("EVENT_MESSAGE", MESSAGE)?;
     m.add("EVENT_CLOSED", CLOSED)?;
     m.add("EVENT_FAILED", FAILED)?;
+    m.add_class::<Message>()?;
     m.add_class::<MessageLoop>()
 }
