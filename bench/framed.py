@@ -49,6 +49,17 @@ def size_name(size):
     return f"{size // 1024} KiB" if size >= 1024 else f"{size} B"
 
 
+def medians(model, size, args):
+    """The median CPU µs/message and messages/s of args.runs cells, and
+    the errors of all."""
+    runs = [cell(model, size, args) for _ in range(args.runs)]
+    return {
+        "cpu": statistics.median(run["cpu"] for run in runs),
+        "rps": statistics.median(run["rps"] for run in runs),
+        "errors": sum(run["errors"] for run in runs),
+    }
+
+
 def cell(model, size, args):
     server = Server([PYTHON, SERVERS, "framed", "--model", model], model)
     marks = {}
@@ -143,21 +154,19 @@ def main():
         return
     print("| messages | server | CPU µs/message | messages/s |")
     print("|---|---|---|---|")
-    medians = {}
+    results = {}
     for name, size in sizes.items():
         for model, title in models.items():
-            runs = [cell(model, size, args) for _ in range(args.runs)]
-            cpu = statistics.median(run["cpu"] for run in runs)
-            rps = statistics.median(run["rps"] for run in runs)
-            errors = sum(run["errors"] for run in runs)
-            medians[name, model] = (cpu, rps)
+            measured = medians(model, size, args)
+            cpu, rps, errors = measured["cpu"], measured["rps"], measured["errors"]
+            results[name, model] = (cpu, rps)
             note = f" ({errors} errors)" if errors else ""
             print(f"| {name} | {title} | {cpu:.1f}{note} | {rps:,.0f} |", flush=True)
     print()
     if len(models) < len(MODELS):
         return
     for name in sizes:
-        thread, event, pooled, uv = (medians[name, m][0] for m in MODELS)
+        thread, event, pooled, uv = (results[name, m][0] for m in MODELS)
         print(
             f"{name}: CPU per message, (a)/(b) {thread / event:.2f}x, "
             f"(c)/(b) {uv / event:.2f}x, (a)/(b') {thread / pooled:.2f}x, "
@@ -165,7 +174,7 @@ def main():
         )
     for name in sizes:
         models = ("thread", "event", "event-threading")
-        thread, event, pooled = (medians[name, m][1] for m in models)
+        thread, event, pooled = (results[name, m][1] for m in models)
         print(f"{name}: messages/s, (b)/(a) {event / thread:.2f}x, (b')/(a) {pooled / thread:.2f}x")
 
 

@@ -2,7 +2,7 @@
 """Benchmarks: the standard socketserver, socketserver_rs, uvloop and a pure
 Rust echo server through the same workloads, side by side, in one run.
 
-    python3 bench/run.py            # the full run, about 10 minutes
+    python3 bench/run.py            # the full run, about 13 minutes
     python3 bench/run.py --quick    # about 2 minutes, noisier
     python3 bench/run.py --no-wrk   # without the http.server part
 
@@ -412,6 +412,25 @@ def run_idle(cfg, results):
         results["idle"].append(row)
 
 
+def run_framed(cfg, results):
+    # bench/framed.py measures; it imports this module, so import it late.
+    import framed
+
+    log("== framed echo, 16 keep-alive conns")
+    for size in (64, 65536):
+        for model, title in framed.MODELS.items():
+            row = {"size": size, "model": model, "label": title}
+            row.update(framed.medians(model, size, cfg))
+            log(f"   {row}")
+            results["framed"].append(row)
+    log("== idle framed connections")
+    for model, title, conns in framed.IDLE:
+        row = {"model": model, "label": title, "conns": conns}
+        row.update(framed.idle_cell(model, conns))
+        log(f"   {row}")
+        results["framed_idle"].append(row)
+
+
 def run_burst(cfg, results):
     log("== burst of 64 simultaneous connects")
     options = {"conns": 64, "rounds": cfg.burst_rounds}
@@ -700,6 +719,30 @@ def render(results, cfg):
                 rows,
             )
         )
+    if results["framed"]:
+        rows = [
+            [r["label"], framed_size(r["size"]), fmt_num(r["cpu"]), fmt_num(r["rps"]), r["errors"]]
+            for r in results["framed"]
+        ]
+        out.append(f"\n### framed echo, 16 keep-alive conns (median of {cfg.runs})\n")
+        out.append(
+            markdown_table(["server", "message", "CPU µs/message", "messages/s", "errors"], rows)
+        )
+    if results["framed_idle"]:
+        rows = [
+            [
+                r["label"],
+                f"{r['held']}/{r['conns']}",
+                r.get("threads", "n/a"),
+                f"{r['before'] / 1024:.1f}",
+                f"{r.get('rss', math.nan) / 1024:.1f}",
+            ]
+            for r in results["framed_idle"]
+        ]
+        out.append("\n### idle framed connections (one run)\n")
+        out.append(
+            markdown_table(["server", "held", "threads", "RSS before MiB", "RSS held MiB"], rows)
+        )
     if results["burst"]:
         rows = [
             [
@@ -854,6 +897,8 @@ def targets(results, summary):
         files >= plain,
     )
 
+    framed_targets(results, check)
+
     rs_burst = next((r for r in results["burst"] if r["spec"] == RS_TTCP), None)
     if rs_burst:
         check(
@@ -864,6 +909,54 @@ def targets(results, summary):
     else:
         check("burst of 64 connects p99 < 100 ms", math.nan if results["burst"] else None, False)
     return rows
+
+
+def framed_size(size):
+    return f"{size // 1024} KiB" if size >= 1024 else f"{size} B"
+
+
+def framed_targets(results, check):
+    """The framed-message targets: event-driven handlers against a thread
+    per connection and uvloop, and idle connections against the standard
+    module."""
+    cpu = {(r["size"], r["model"]): r["cpu"] for r in results["framed"]}
+    rps = {(r["size"], r["model"]): r["rps"] for r in results["framed"]}
+
+    def framed_check(name, measured, ok):
+        check(name, measured if results["framed"] else None, ok)
+
+    for model, server in (("event", "TCPServer"), ("event-threading", "ThreadingTCPServer")):
+        thread, mine = cpu.get((64, "thread"), math.nan), cpu.get((64, model), math.nan)
+        uv = cpu.get((64, "uvloop"), math.nan)
+        r = better(mine, uv, False)
+        framed_check(f"framed 64 B CPU/message below uvloop's ({server})", fmt_ratio(r), r > 1)
+        r = better(mine, thread, False)
+        framed_check(
+            f"framed 64 B CPU/message ≥2x below thread per connection ({server})",
+            fmt_ratio(r),
+            r >= 2,
+        )
+        thread, mine = rps.get((65536, "thread"), math.nan), rps.get((65536, model), math.nan)
+        r = mine / thread
+        framed_check(
+            f"framed 64 KiB messages/s ≥ thread per connection ({server})", fmt_ratio(r), r >= 1
+        )
+    idle = {r["model"]: r for r in results["framed_idle"]}
+    std, rs = idle.get("stdlib"), idle.get("event-threading")
+    if std and rs:
+        ok = (
+            rs["held"] == rs["conns"]
+            and rs.get("threads", math.inf) < 10
+            and rs.get("rss", math.inf) < std.get("rss", math.nan)
+        )
+        measured = (
+            f"{rs['held']} held by {rs.get('threads')} threads in "
+            f"{rs.get('rss', math.nan) / 1024:.1f} MiB vs std's 1,000 in "
+            f"{std.get('rss', math.nan) / 1024:.1f} MiB"
+        )
+    else:
+        ok, measured = False, math.nan if results["framed_idle"] else None
+    check("10,000 idle framed conns: <10 threads, RSS < std's for 1,000", measured, ok)
 
 
 # --------------------------------------------------------------------------
@@ -878,7 +971,9 @@ def main():
     )
     parser.add_argument("--runs", type=int, help="runs per cell (default 3)")
     parser.add_argument("--duration", type=float, help="measured seconds per cell")
-    parser.add_argument("--only", help="comma-separated parts: timed,idle,burst,shutdown,http")
+    parser.add_argument(
+        "--only", help="comma-separated parts: timed,idle,framed,burst,shutdown,http"
+    )
     parser.add_argument(
         "--json",
         type=Path,
@@ -893,17 +988,26 @@ def main():
     cfg.burst_rounds = 3 if quick else 5
     cfg.shutdown_tries = 10 if quick else 50
     cfg.wrk_seconds = 1 if quick else 3
-    parts = set((cfg.only or "timed,idle,burst,shutdown,http").split(","))
+    parts = set((cfg.only or "timed,idle,framed,burst,shutdown,http").split(","))
     if cfg.no_wrk:
         parts.discard("http")
 
     check_tools(cfg)
     setup(cfg)
-    results = {"timed": [], "idle": [], "burst": [], "shutdown": [], "http": []}
+    results = {
+        "timed": [],
+        "idle": [],
+        "framed": [],
+        "framed_idle": [],
+        "burst": [],
+        "shutdown": [],
+        "http": [],
+    }
     began = time.monotonic()
     steps = [
         ("timed", run_timed_workloads),
         ("idle", run_idle),
+        ("framed", run_framed),
         ("burst", run_burst),
         ("shutdown", run_shutdown),
         ("http", run_http),
