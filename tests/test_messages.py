@@ -15,7 +15,7 @@ import threading
 import time
 
 import pytest
-from conftest import IO_TIMEOUT, tcp_pair, tcp_queues, wait_until
+from conftest import IO_TIMEOUT, require, tcp_pair, tcp_queues, wait_until
 
 import socketserver_rs
 from socketserver_rs import _core
@@ -167,8 +167,7 @@ def send_in_pieces(sock, data):
 def data_segs_out(sock):
     """tcpi_data_segs_out: the segments carrying data this socket sent."""
     info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
-    if len(info) < 160:
-        pytest.skip("the kernel's tcp_info has no data_segs_out")
+    require(len(info) >= 160, "a kernel whose tcp_info has tcpi_data_segs_out (Linux 4.6+)")
     return struct.unpack_from("<I", info, 156)[0]
 
 
