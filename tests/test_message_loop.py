@@ -4,6 +4,7 @@ MessageLoop)."""
 
 import io
 import logging
+import os
 import socket
 import struct
 import subprocess
@@ -539,4 +540,43 @@ def test_drain_cuts_a_message_still_running_at_the_deadline(server_class, caplog
         release.set()
         idle.close()
         stuck.close()
+        server.server_close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork() is POSIX-only")
+def test_a_forked_child_serves_from_a_loop_of_its_own():
+    class Pid(MessageRequestHandler):
+        def handle_message(self, message):
+            return str(os.getpid()).encode()
+
+    server = socketserver_rs.TCPServer(("127.0.0.1", 0), Pid)
+    thread = serve(server)
+    parent_client = MessageClient(server.server_address, timeout=IO_TIMEOUT)
+    try:
+        assert parent_client.request(b"x") == str(os.getpid()).encode()
+        server.shutdown()
+        thread.join(IO_TIMEOUT)
+        pid = os.fork()
+        if pid == 0:  # the child: serve one client, while the parent's sends
+            status = 1
+            try:
+                thread = serve(server)
+                parent_client.send_message(b"for the parent")
+                with MessageClient(server.server_address, timeout=IO_TIMEOUT) as client:
+                    if client.request(b"y") == str(os.getpid()).encode():
+                        status = 0
+                time.sleep(0.2)  # time to steal the parent's message, were it shared
+                server.shutdown()
+                thread.join(IO_TIMEOUT)
+            finally:
+                os._exit(status)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        thread = serve(server)
+        # The message sent while the child served is the parent's to answer.
+        assert parent_client.recv_message() == str(os.getpid()).encode()
+        server.shutdown()
+        thread.join(IO_TIMEOUT)
+    finally:
+        parent_client.close()
         server.server_close()

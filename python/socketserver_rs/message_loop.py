@@ -31,6 +31,7 @@ socket timeout of the connection's own thread).
 from __future__ import annotations
 
 import io
+import os
 import socket
 
 from socketserver_rs import _core
@@ -73,6 +74,10 @@ def serving(server, loop, nodelay):
     serve_forever() calls, so that connections outlive a shutdown()."""
     messages = server.__dict__.get(_ATTRIBUTE)
     sock = server.socket
+    if messages is not None and messages.pid != os.getpid():
+        # A forked child: the loop and its connections are the parent's.
+        messages.forget()
+        messages = None
     if messages is None or messages.core.listener_fd != sock.fileno():
         max_size = server.RequestHandlerClass.max_message_size
         core = _core.MessageLoop(sock, loop, max_size, nodelay)
@@ -122,6 +127,17 @@ class Messages:
         self.core = core
         self.stats = stats
         self.handlers = {}
+        self.pid = os.getpid()
+
+    def forget(self):
+        """In a forked child: close this process's copies of the parent's
+        connections (the parent still serves them), without finish()."""
+        for handler in self.handlers.values():
+            try:
+                handler.request.close()
+            except OSError:
+                pass
+        self.handlers.clear()
 
     def serve(self, poll_interval, actions):
         """serve_forever()'s loop: wait, then run what happened."""

@@ -15,7 +15,9 @@ class Messages:
     core: _core.MessageLoop
     stats: _core.ServerStats
     handlers: dict[int, MessageRequestHandler]
+    pid: int
     def __init__(self, server: Any, core: _core.MessageLoop, stats: _core.ServerStats) -> None: ...
+    def forget(self) -> None: ...
     def serve(
         self, poll_interval: Optional[float], actions: Optional[Callable[[], Any]]
     ) -> None: ...
