@@ -3,7 +3,7 @@
 Rust echo server through the same workloads, side by side, in one run.
 
     python3 bench/run.py            # the full run, about 13 minutes
-    python3 bench/run.py --quick    # about 2 minutes, noisier
+    python3 bench/run.py --quick    # about 3 minutes, noisier
     python3 bench/run.py --no-wrk   # without the http.server part
 
 It creates build/bench-venv, installs this repository into it (release build)
@@ -964,7 +964,7 @@ def framed_targets(results, check):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="shorter cells (~2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="shorter cells (~3 minutes)")
     parser.add_argument("--no-wrk", action="store_true", help="skip the http.server/wrk part")
     parser.add_argument(
         "--no-install", action="store_true", help="use the bench venv's installed package as it is"

@@ -89,6 +89,10 @@ class MessageRequestHandler(StreamRequestHandler):
     max_message_size (ValueError) goes to the server's handle_error().
     Or override handle() and use read_message(), messages() and
     write_message() directly.
+
+    A handler that only overrides handle_message() is served from one
+    readiness loop, without a thread per connection, unless it sets
+    event_driven = False (see message_loop.py for what that changes).
     """
 
     max_message_size = DEFAULT_MAX_MESSAGE_SIZE
