@@ -33,6 +33,7 @@ from run import (  # noqa: E402
     check_tools,
     cpu_seconds,
     loadgen,
+    proc_status,
     rss_kib,
     setup,
 )
@@ -84,14 +85,6 @@ IDLE = [
 ]
 
 
-def threads_of(pid):
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-    return 0
-
-
 def idle_cell(model, conns):
     """Server threads and RSS (KiB) with `conns` idle framed connections."""
     server = Server([PYTHON, SERVERS, "framed", "--model", model], model)
@@ -101,7 +94,7 @@ def idle_cell(model, conns):
         if line == "HELD":
             time.sleep(0.5)  # let the last handlers settle
             seen["rss"] = rss_kib(server.pid)
-            seen["threads"] = threads_of(server.pid)
+            seen["threads"] = proc_status(server.pid, "Threads")
             proc.stdin.close()
 
     try:

@@ -5,6 +5,7 @@ import inspect
 import os
 import socket
 import socketserver
+import sys
 import threading
 import time
 
@@ -85,6 +86,17 @@ def tcp_queues(local_port, remote_port=None):
                 tx, rx = queues.split(":")
                 return int(tx, 16), int(rx, 16)
     raise LookupError(f"no socket on port {local_port} to {remote_port}")
+
+
+class RecordingErrors:
+    """A server mixin that records the exceptions handle_error() saw."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.errors = []
+
+    def handle_error(self, request, client_address):
+        self.errors.append(sys.exc_info()[1])
 
 
 class Serving:

@@ -15,13 +15,13 @@ handle_error() with the same error when the stream ends in one.
 import fcntl
 import socket
 import struct
-import sys
 import termios
 import threading
 import time
 from datetime import timedelta
 
 import pytest
+from conftest import RecordingErrors
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -248,15 +248,6 @@ class LoopEcho(socketserver_rs.MessageRequestHandler):
         return message
 
 
-class Recording:
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.errors = []
-
-    def handle_error(self, request, client_address):
-        self.errors.append(sys.exc_info()[1])
-
-
 def read_frames(sock):
     """Every message the server sent, until it closed (or reset: then what
     arrived before)."""
@@ -285,7 +276,7 @@ def test_the_message_loop_answers_the_messages_encoded_then_ends_cleanly(case, s
     stream, chunks, max_size = case
     want, _ = expected(stream, max_size)
     handler = type("Handler", (LoopEcho,), {"max_message_size": max_size})
-    server_class = type("Server", (Recording, getattr(socketserver_rs, server_name)), {})
+    server_class = type("Server", (RecordingErrors, getattr(socketserver_rs, server_name)), {})
     with server_class(("127.0.0.1", 0), handler) as server:
         assert message_loop.event_driven(server)
         thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
