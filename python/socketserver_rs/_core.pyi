@@ -142,9 +142,10 @@ class MessageLoop:
         after the shutdown). GIL released, signals checked every 100 ms.
         An ended connection is no longer watched: its socket is the
         caller's to close."""
-    def reply(self, conn_id: int, data: Optional[bytes]) -> bool:
+    def reply(self, conn_id: int, data: Optional[bytes], close: bool = False) -> bool:
         """The handler of conn_id is done with its message: send data as a
-        message (None: no reply) and read the next one. Thread-safe. False
+        message (None: no reply) and read the next one, or with close end
+        the connection once data is out (reported as CLOSED). Thread-safe. False
         when the connection was closed meanwhile (close_all()); an error
         sending is raised, the connection left for close()."""
     def close(self, conn_id: int) -> bool:

@@ -127,6 +127,9 @@ class Messages:
         self.core = core
         self.stats = stats
         self.handlers = {}
+        # Each connection's socket as accepted, held open (_hold()) until
+        # the loop forgot the connection and its handler is done.
+        self.sockets = {}
         self.pid = os.getpid()
 
     def forget(self):
@@ -137,7 +140,10 @@ class Messages:
                 handler.request.close()
             except OSError:
                 pass
+        for sock in self.sockets.values():
+            _release(sock)
         self.handlers.clear()
+        self.sockets.clear()
 
     def serve(self, poll_interval, actions):
         """serve_forever()'s loop: wait, then run what happened."""
@@ -196,6 +202,8 @@ class Messages:
             self.end(conn_id, exc)
 
     def opened(self, conn_id, request, client_address):
+        _hold(request)
+        self.sockets[conn_id] = request
         server = self.server
         cls = server.RequestHandlerClass
         handler = cls.__new__(cls)
@@ -210,11 +218,13 @@ class Messages:
             self.stats.request_finished()
             server.handle_error(request, client_address)
             server.shutdown_request(request)
+            _release(self.sockets.pop(conn_id))
             return
         except BaseException:
             self.core.close(conn_id)
             self.stats.request_finished()
             server.shutdown_request(request)
+            _release(self.sockets.pop(conn_id))
             raise
         handler.rfile = _LoopReadsThis(getattr(handler, "rfile", None), request)
         self.handlers[conn_id] = handler
@@ -222,14 +232,23 @@ class Messages:
     def run(self, conn_id, handler, message):
         """One message through its handler, and the reply out."""
         try:
-            if type(message) is not bytes:
-                # A large one becomes bytes on this thread (see _core.Message).
-                message = message.take()
-            reply = handler.handle_message(message)
-            if reply is not None and type(reply) is not bytes:
-                with memoryview(reply) as view:
-                    reply = view.tobytes()
-            if self.core.reply(conn_id, reply):
+            sock = self.sockets[conn_id]
+            if _closed(sock):
+                # Closed (by its handler, or anyone) between messages.
+                reply, hangup = None, True
+            else:
+                if type(message) is not bytes:
+                    # A large one becomes bytes on this thread (see _core.Message).
+                    message = message.take()
+                reply = handler.handle_message(message)
+                if reply is not None and type(reply) is not bytes:
+                    with memoryview(reply) as view:
+                        reply = view.tobytes()
+                hangup = handler.close_connection
+                if _closed(sock):
+                    # The socket the reply was for is gone: so is the reply.
+                    reply, hangup = None, True
+            if self.core.reply(conn_id, reply, hangup):
                 return
         except Exception as exc:
             self.core.close(conn_id)
@@ -263,7 +282,26 @@ class Messages:
                 server.handle_error(request, handler.client_address)
         finally:
             stats.request_finished()
-            server.shutdown_request(request)
+            try:
+                server.shutdown_request(request)
+            finally:
+                _release(self.sockets.pop(conn_id))
+
+
+def _hold(sock):
+    """Keep sock's descriptor open until _release(), even if it is closed
+    meanwhile: close() defers the real close while a file made by
+    makefile() uses the socket, and the loop is counted as one."""
+    sock._io_refs += 1
+
+
+def _release(sock):
+    sock._decref_socketios()
+
+
+def _closed(sock):
+    """Whether sock was closed, even if _hold() keeps its descriptor open."""
+    return sock._closed or sock.fileno() == -1
 
 
 def _refuse_read(*args, **kwargs):

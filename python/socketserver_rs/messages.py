@@ -90,12 +90,19 @@ class MessageRequestHandler(StreamRequestHandler):
     Or override handle() and use read_message(), messages() and
     write_message() directly.
 
+    To hang up, set close_connection = True in handle_message(): the
+    connection ends once its reply, if any, is sent.
+
     A handler that only overrides handle_message() is served from one
     readiness loop, without a thread per connection, unless it sets
     event_driven = False (see message_loop.py for what that changes).
     """
 
     max_message_size = DEFAULT_MAX_MESSAGE_SIZE
+
+    # Set to True (in handle_message()) to end the connection once the
+    # reply returned, if any, is sent.
+    close_connection = False
 
     # A handler that only overrides handle_message() is served from one
     # readiness loop, without a thread per connection (see message_loop.py);
@@ -132,6 +139,8 @@ class MessageRequestHandler(StreamRequestHandler):
             if reply is not None:
                 self.write_message(reply)
                 self.wfile.flush()
+            if self.close_connection:
+                return
 
     def handle_message(self, message):
         """Called with each message's payload (bytes); return bytes to

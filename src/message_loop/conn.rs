@@ -17,6 +17,8 @@ pub(super) struct Payload {
 }
 
 pub(super) struct Conn {
+    /// The descriptor of the connection's Python socket, which Python
+    /// keeps open while the loop knows the connection (see `MessageLoop`).
     pub(super) fd: RawFd,
     /// Bytes received and not yet delivered: `input[start..]`.
     pub(super) input: Vec<u8>,
@@ -29,6 +31,9 @@ pub(super) struct Conn {
     pub(super) end: Option<End>,
     /// What the poller currently watches the descriptor for.
     pub(super) watching: (bool, bool),
+    /// The handler ended the connection: it closes once its reply is out,
+    /// and nothing more is read or delivered.
+    pub(super) hangup: bool,
 }
 
 impl Conn {
@@ -108,8 +113,9 @@ impl Conn {
             }
             self.input.reserve(self.read_size(max_size));
             // All the room there is: it is allocated already.
+            let fd = self.fd;
             let room = self.input.spare_capacity_mut();
-            match sys::recv(self.fd, room, MSG_DONTWAIT) {
+            match sys::recv(fd, room, MSG_DONTWAIT) {
                 Ok(0) => {
                     self.end = Some(match self.unread().len() {
                         0 => End::Eof,

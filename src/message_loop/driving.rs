@@ -19,7 +19,7 @@ impl MessageLoop {
 
     pub(super) fn unwatch(&self, conn: &Conn) {
         if conn.watching != (false, false) {
-            // It may already be closed; nothing is left to undo then.
+            // Failing, the descriptor is not watched: nothing to undo.
             let _ = self.poller.delete(conn.fd);
         }
     }
@@ -57,7 +57,7 @@ impl MessageLoop {
             self.watch(id, conn, read, true);
             return false;
         }
-        if conn.end.is_some() || conn.has_frame(max_size) {
+        if conn.hangup || conn.end.is_some() || conn.has_frame(max_size) {
             state.ready.push(id);
             return true;
         }
@@ -182,6 +182,17 @@ impl MessageLoop {
                 }
             }
         }
+        if conn.hangup && !conn.busy && !conn.unsent() {
+            // The handler ended it: nothing buffered is delivered.
+            let conn = state.conns.remove(&id).expect("looked up above");
+            self.unwatch(&conn);
+            let end = match conn.end {
+                Some(End::Io(err)) => End::Io(err),
+                _ => End::Eof,
+            };
+            found.push(Found::Ended(id, end));
+            return;
+        }
         if conn.busy || conn.unsent() {
             // Nothing more is read meanwhile: back-pressure. Interest in
             // reading is dropped only once the peer sent more (readiness is
@@ -303,6 +314,7 @@ impl MessageLoop {
             busy: false,
             end: None,
             watching: (false, false),
+            hangup: false,
         };
         self.watch(id, &mut conn, true, false);
         if let Some(End::Io(err)) = conn.end.take() {

@@ -10,9 +10,14 @@
 //! does not read holds at most one message and one reading step in memory.
 //!
 //! Python owns each connection's socket object; the loop borrows its
-//! descriptor (reads and writes with `MSG_DONTWAIT`, never closes it) and
-//! stops watching it before Python closes it: when it reports the
-//! connection's end, or when `close()` is called.
+//! descriptor (reads and writes with `MSG_DONTWAIT`, never closes it).
+//! Python holds the socket open (as a file from `makefile()` does: a
+//! handler's `close()` is deferred) from before it learns of the connection
+//! until after the loop forgot it, so a number the loop uses is never
+//! reused by another connection or file: a reply reaches only the client it
+//! was meant for. The loop forgets a connection when it reports its end
+//! (the handler hanging up is one), or when `close()` or `close_all()` is
+//! called.
 
 mod conn;
 mod driving;
@@ -206,13 +211,20 @@ impl MessageLoop {
     }
 
     /// The handler of `conn_id` is done with its message: send `data` (a
-    /// bytes object, or None for no reply) as a message, and let the loop
-    /// read the next one. Thread-safe. Returns False when the connection
+    /// bytes object, or None for no reply) as a message, then read the
+    /// next one, or with `close` end the connection once `data` is out
+    /// (reported as CLOSED). Thread-safe. Returns False when the connection
     /// was closed meanwhile (`close_all()`): the caller then ends it. An
     /// error sending (or a payload too long for a header) is raised, the
     /// connection left for the caller to `close()`.
-    #[pyo3(signature = (conn_id, data))]
-    fn reply(&self, py: Python<'_>, conn_id: u64, data: Option<&[u8]>) -> PyResult<bool> {
+    #[pyo3(signature = (conn_id, data, close = false))]
+    fn reply(
+        &self,
+        py: Python<'_>,
+        conn_id: u64,
+        data: Option<&[u8]>,
+        close: bool,
+    ) -> PyResult<bool> {
         let mut state = self.lock();
         let Some(conn) = state.conns.get_mut(&conn_id) else {
             return Ok(false);
@@ -220,8 +232,9 @@ impl MessageLoop {
         if let Some(data) = data {
             let header = encode_header(data.len())?;
             // While its handler has a message, a connection has no reply
-            // pending and nobody else writes to it or closes it (close_all()
-            // leaves a busy one to its handler): the send needs no lock.
+            // pending and nobody else writes to it, and Python keeps its
+            // descriptor open until this returns (close_all() leaves a busy
+            // one to its handler): the send needs no lock.
             let fd = conn.fd;
             let direct = !conn.unsent();
             drop(state);
@@ -250,6 +263,7 @@ impl MessageLoop {
         }
         let conn = state.conns.get_mut(&conn_id).expect("looked up above");
         conn.busy = false;
+        conn.hangup |= close;
         let wake = self.settle(&mut state, conn_id);
         drop(state);
         if wake {
