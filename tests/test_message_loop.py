@@ -339,6 +339,10 @@ def test_which_handlers_are_event_driven():
 
     class WithTimeout(Upper):
         timeout = 5
+        idle_timeout = 60.5
+
+    class BadTimeout(Upper):
+        timeout = "5"  # the thread model's settimeout() says what is wrong
 
     class Plain(socketserver_rs.StreamRequestHandler):
         pass
@@ -360,7 +364,10 @@ def test_which_handlers_are_event_driven():
         def __init__(self, *args):
             super().__init__(*args)
 
-    thread_model = (WithTimeout, Plain, MessageRequestHandler, OwnReading, OwnWriting)
+    assert message_loop.event_driven(server) is True
+    server.RequestHandlerClass = WithTimeout
+    assert message_loop.event_driven(server) is True
+    thread_model = (BadTimeout, Plain, MessageRequestHandler, OwnReading, OwnWriting)
     for handler in thread_model + (OwnIteration, OwnInit):
         server.RequestHandlerClass = handler
         assert not message_loop.event_driven(server)

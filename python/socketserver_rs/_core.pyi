@@ -16,6 +16,7 @@ __all__ = [
     "EVENT_MESSAGE",
     "EVENT_CLOSED",
     "EVENT_FAILED",
+    "EVENT_EXPIRED",
     "WorkerPool",
     "ServerStats",
     "Worker",
@@ -110,6 +111,7 @@ EVENT_OPENED: int
 EVENT_MESSAGE: int
 EVENT_CLOSED: int
 EVENT_FAILED: int
+EVENT_EXPIRED: int
 
 @final
 class Message:
@@ -127,7 +129,13 @@ class MessageLoop:
     reports what happened; handlers run in Python."""
 
     def __new__(
-        cls, socket: Any, serve_loop: ServeLoop, max_message_size: int, nodelay: bool
+        cls,
+        socket: Any,
+        serve_loop: ServeLoop,
+        max_message_size: int,
+        nodelay: bool,
+        timeout: Optional[float] = None,
+        idle_timeout: Optional[float] = None,
     ) -> MessageLoop: ...
     def wait(
         self, timeout: Optional[float] = None, draining: bool = False
@@ -136,7 +144,8 @@ class MessageLoop:
         (kind, conn_id, payload): EVENT_OPENED with (socket, client_address),
         EVENT_MESSAGE with the payload (bytes, or a Message from 16 KiB on:
         its take() makes the bytes), EVENT_CLOSED with None (the
-        client closed between messages), EVENT_FAILED with the exception
+        client closed between messages), EVENT_EXPIRED with why (a str: a
+        deadline passed), EVENT_FAILED with the exception
         that ended the connection. Empty when the time passed; None once
         shutdown is requested, unless draining (drain() serves what is left
         after the shutdown). GIL released, signals checked every 100 ms.

@@ -21,11 +21,15 @@ replies; this module runs the handlers:
   (io.UnsupportedOperation, saying why) rather than wait for bytes the
   loop holds.
 
+Deadlines: with ``timeout`` set on the handler class, a connection whose
+message or reply makes no progress for that many seconds is closed (one
+INFO line through the socketserver_rs logger, then finish()), and with
+``idle_timeout`` one that stays idle between messages for that long.
+
 The default; ``event_driven = False`` on the handler class keeps a thread
 per connection. One that overrides __init__(), handle(), messages(),
-read_message() or write_message(), or has a ``timeout``, takes the thread
-model all the same: the loop stands in for those (and a timeout is a
-socket timeout of the connection's own thread).
+read_message() or write_message() takes the thread model all the same: the
+loop stands in for those.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ __all__ = ["event_driven", "serving", "stop_accepting", "close_connections"]
 _OPENED = _core.EVENT_OPENED
 _MESSAGE = _core.EVENT_MESSAGE
 _CLOSED = _core.EVENT_CLOSED
+_EXPIRED = _core.EVENT_EXPIRED
 
 _STOOD_IN_FOR = ("__init__", "handle", "messages", "read_message", "write_message")
 
@@ -63,8 +68,9 @@ def event_driven(server):
     for name in _STOOD_IN_FOR:
         if getattr(cls, name) is not getattr(MessageRequestHandler, name):
             return False
-    if getattr(cls, "timeout", None) is not None:
-        return False
+    for name in ("timeout", "idle_timeout"):
+        if not _is_deadline(getattr(cls, name, None)):
+            return False  # the thread model says what is wrong with it
     max_size = cls.max_message_size
     return type(max_size) is int and max_size >= 0
 
@@ -79,8 +85,10 @@ def serving(server, loop, nodelay):
         messages.forget()
         messages = None
     if messages is None or messages.core.listener_fd != sock.fileno():
-        max_size = server.RequestHandlerClass.max_message_size
-        core = _core.MessageLoop(sock, loop, max_size, nodelay)
+        cls = server.RequestHandlerClass
+        core = _core.MessageLoop(
+            sock, loop, cls.max_message_size, nodelay, cls.timeout, cls.idle_timeout
+        )
         messages = server.__dict__[_ATTRIBUTE] = Messages(server, core, loop.stats)
     return messages
 
@@ -93,6 +101,12 @@ def stop_accepting(server):
     if messages is not None:
         messages.core.stop_accepting()
     return messages
+
+
+def _is_deadline(seconds):
+    if seconds is None:
+        return True
+    return type(seconds) in (int, float) and 0 < seconds < 1e9
 
 
 def close_connections(server, shut=False):
@@ -179,6 +193,8 @@ class Messages:
                 self.opened(conn_id, *payload)
             elif kind == _CLOSED:
                 self.end(conn_id)
+            elif kind == _EXPIRED:
+                self.expired(conn_id, payload)
             else:
                 self.end(conn_id, payload)
 
@@ -259,6 +275,16 @@ class Messages:
             self.end(conn_id, None, reraise=True)
             raise
         # Closed meanwhile by server_close(): ending it is ours.
+        self.end(conn_id)
+
+    def expired(self, conn_id, why):
+        handler = self.handlers.get(conn_id)
+        if handler is not None:
+            import logging
+
+            logging.getLogger("socketserver_rs").info(
+                "closed the connection from %s: %s", handler.client_address, why
+            )
         self.end(conn_id)
 
     def end(self, conn_id, error=None, reraise=False):

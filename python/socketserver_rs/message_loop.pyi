@@ -14,6 +14,7 @@ class Messages:
     server: Any
     core: _core.MessageLoop
     stats: _core.ServerStats
+    sockets: dict[int, Any]
     handlers: dict[int, MessageRequestHandler]
     pid: int
     def __init__(self, server: Any, core: _core.MessageLoop, stats: _core.ServerStats) -> None: ...
@@ -34,6 +35,7 @@ class Messages:
     def run(
         self, conn_id: int, handler: MessageRequestHandler, message: bytes | _core.Message
     ) -> None: ...
+    def expired(self, conn_id: int, why: str) -> None: ...
     def end(
         self, conn_id: int, error: Optional[BaseException] = None, reraise: bool = False
     ) -> None: ...

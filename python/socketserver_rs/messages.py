@@ -104,6 +104,11 @@ class MessageRequestHandler(StreamRequestHandler):
     # reply returned, if any, is sent.
     close_connection = False
 
+    # Served by the message loop: seconds a connection may stay idle
+    # between messages before it is closed (None: no limit). ``timeout``
+    # bounds a message or reply that stalls half-way.
+    idle_timeout = None
+
     # A handler that only overrides handle_message() is served from one
     # readiness loop, without a thread per connection (see message_loop.py);
     # False keeps the thread model.

@@ -22,6 +22,7 @@ DEFAULT_MAX_MESSAGE_SIZE: Final = 16777216
 class MessageRequestHandler(StreamRequestHandler):
     max_message_size: int
     close_connection: bool
+    idle_timeout: float | None
     event_driven: bool
     def read_message(self) -> bytes | None: ...
     def write_message(self, data: ReadableBuffer) -> int: ...

@@ -6,6 +6,8 @@ use super::*;
 /// How a connection ends once nothing of it is in flight.
 pub(super) enum End {
     Eof,
+    /// No progress within a deadline: why.
+    Expired(String),
     Frame(FrameError),
     Io(io::Error),
 }
@@ -34,6 +36,8 @@ pub(super) struct Conn {
     /// The handler ended the connection: it closes once its reply is out,
     /// and nothing more is read or delivered.
     pub(super) hangup: bool,
+    /// When bytes last moved, or the handler last finished a message.
+    pub(super) progress: Instant,
 }
 
 impl Conn {
@@ -132,6 +136,7 @@ impl Conn {
                     // SAFETY: recv(2) initialised the first `n` spare bytes.
                     unsafe { self.input.set_len(self.input.len() + n) };
                     got += n;
+                    self.progress = Instant::now();
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return got,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
@@ -159,6 +164,7 @@ impl Conn {
                 Ok(n) => {
                     self.sent += n;
                     total += n;
+                    self.progress = Instant::now();
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}

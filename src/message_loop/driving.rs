@@ -72,10 +72,15 @@ impl MessageLoop {
         let pending = !self.lock().ready.is_empty();
         let timeout = {
             let state = self.lock();
-            match state.accept_paused_until {
-                Some(until) => slice.min(until.saturating_duration_since(Instant::now())),
+            let now = Instant::now();
+            let mut timeout = match state.accept_paused_until {
+                Some(until) => slice.min(until.saturating_duration_since(now)),
                 None => slice,
+            };
+            if self.deadlines.any() {
+                timeout = timeout.min(state.next_expiry_check.saturating_duration_since(now));
             }
+            timeout
         };
         if pending {
             self.poller.wait(&mut events, Some(Duration::ZERO))?;
@@ -115,11 +120,31 @@ impl MessageLoop {
             };
             self.advance(&mut state, id, event, &mut found);
         }
+        self.expire(&mut state, &mut found);
         drop(state);
         if accept_ready {
             self.accept_some(&mut found);
         }
         Ok(found)
+    }
+
+    /// Forget the connections past a deadline, reporting why.
+    fn expire(&self, state: &mut State, found: &mut Vec<Found>) {
+        let now = Instant::now();
+        if !self.deadlines.any() || now < state.next_expiry_check {
+            return;
+        }
+        state.next_expiry_check = now + self.deadlines.granularity;
+        let expired: Vec<(u64, String)> = state
+            .conns
+            .iter()
+            .filter_map(|(&id, conn)| Some((id, self.deadlines.expired(conn, now)?)))
+            .collect();
+        for (id, why) in expired {
+            let conn = state.conns.remove(&id).expect("found above");
+            self.unwatch(&conn);
+            found.push(Found::Ended(id, End::Expired(why)));
+        }
     }
 
     pub(super) fn resume_accepting(&self) {
@@ -258,6 +283,9 @@ impl MessageLoop {
                     (MESSAGE, id, payload)
                 }
                 Found::Ended(id, End::Eof) => (CLOSED, id, py.None().into_bound(py)),
+                Found::Ended(id, End::Expired(why)) => {
+                    (EXPIRED, id, PyString::new(py, &why).into_any())
+                }
                 Found::Ended(id, End::Frame(err)) => (FAILED, id, end_error(py, PyErr::from(err))),
                 Found::Ended(id, End::Io(err)) => (FAILED, id, end_error(py, os_error(err))),
                 Found::AcceptFailed(errno) => {
@@ -315,6 +343,7 @@ impl MessageLoop {
             end: None,
             watching: (false, false),
             hangup: false,
+            progress: Instant::now(),
         };
         self.watch(id, &mut conn, true, false);
         if let Some(End::Io(err)) = conn.end.take() {

@@ -20,6 +20,7 @@
 //! called.
 
 mod conn;
+mod deadline;
 mod driving;
 mod message;
 
@@ -29,9 +30,10 @@ use crate::listener::{accept, address_to_py, socket_kind, wrap_socket};
 use crate::serve::ServeLoop;
 use crate::stream::codec::{decode_header, encode_header, max_size_arg, FrameError, HEADER_LEN};
 use crate::sys::{self, is_resource_exhaustion, readable_now, PollEvent, Poller, MSG_DONTWAIT};
+use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::collections::HashMap;
 use std::io::{self, IoSlice};
@@ -42,6 +44,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use conn::{Conn, End, Payload};
+use deadline::Deadlines;
 use message::{Message, SpareBuffers};
 
 /// Kinds of event `wait()` reports, as `(kind, conn_id, payload)`.
@@ -49,6 +52,7 @@ pub const OPENED: u8 = 0;
 pub const MESSAGE: u8 = 1;
 pub const CLOSED: u8 = 2;
 pub const FAILED: u8 = 3;
+pub const EXPIRED: u8 = 4;
 
 const LISTENER: u64 = 0;
 const SHUTDOWN_WAKE: u64 = 1;
@@ -90,6 +94,8 @@ struct State {
     next_id: u64,
     /// Accepting resumes then, after running out of descriptors.
     accept_paused_until: Option<Instant>,
+    /// Connections are next looked at for expired deadlines then.
+    next_expiry_check: Instant,
 }
 
 /// The readiness loop of a server whose handlers answer framed messages.
@@ -104,6 +110,7 @@ pub struct MessageLoop {
     socket_class: Py<PyAny>,
     socket_kind: Py<PyTuple>,
     serve_loop: Py<ServeLoop>,
+    deadlines: Deadlines,
     /// Wakes a wait when a reply left a connection with work for the loop.
     wake_read: Socket,
     wake_write: Socket,
@@ -113,16 +120,23 @@ pub struct MessageLoop {
 #[pymethods]
 impl MessageLoop {
     /// `socket`: the listening socket; `max_message_size`: the longest
-    /// message accepted; `nodelay`: accepted connections get TCP_NODELAY.
+    /// message accepted; `nodelay`: accepted connections get TCP_NODELAY;
+    /// `timeout`: seconds a message or reply may go without progress;
+    /// `idle_timeout`: seconds a connection may stay idle between messages
+    /// (None: no limit). A connection past either is reported EXPIRED.
     #[new]
+    #[pyo3(signature = (socket, serve_loop, max_message_size, nodelay, timeout = None, idle_timeout = None))]
     fn new(
         py: Python<'_>,
         socket: Bound<'_, PyAny>,
         serve_loop: Py<ServeLoop>,
         max_message_size: i64,
         nodelay: bool,
+        timeout: Option<f64>,
+        idle_timeout: Option<f64>,
     ) -> PyResult<Self> {
         let max_size = max_size_arg(max_message_size)?;
+        let deadlines = Deadlines::new(seconds_arg(timeout)?, seconds_arg(idle_timeout)?);
         let listener: RawFd = socket.call_method0(intern!(py, "fileno"))?.extract()?;
         let socket_kind = socket_kind(&socket)?;
         let (wake_read, wake_write) =
@@ -146,6 +160,7 @@ impl MessageLoop {
                 ready: Vec::new(),
                 next_id: FIRST_CONN,
                 accept_paused_until: None,
+                next_expiry_check: Instant::now(),
             }),
             spare: Arc::default(),
             listener,
@@ -154,6 +169,7 @@ impl MessageLoop {
             socket_class: socket.get_type().into_any().unbind(),
             socket_kind,
             serve_loop,
+            deadlines,
             wake_read,
             wake_write,
             waiting: AtomicBool::new(false),
@@ -263,6 +279,7 @@ impl MessageLoop {
         }
         let conn = state.conns.get_mut(&conn_id).expect("looked up above");
         conn.busy = false;
+        conn.progress = Instant::now();
         conn.hangup |= close;
         let wake = self.settle(&mut state, conn_id);
         drop(state);
@@ -352,6 +369,19 @@ impl MessageLoop {
     }
 }
 
+/// A timeout argument: None, or a positive number of seconds.
+fn seconds_arg(seconds: Option<f64>) -> PyResult<Option<Duration>> {
+    match seconds {
+        None => Ok(None),
+        Some(secs) if secs > 0.0 => Duration::try_from_secs_f64(secs)
+            .map(Some)
+            .map_err(|err| PyValueError::new_err(format!("timeout out of range: {err}"))),
+        Some(secs) => Err(PyValueError::new_err(format!(
+            "timeout must be a positive number of seconds or None, not {secs}"
+        ))),
+    }
+}
+
 /// One non-blocking send of a message: how many of its bytes left.
 fn send_now(fd: RawFd, header: &[u8], data: &[u8]) -> io::Result<usize> {
     let parts = [IoSlice::new(header), IoSlice::new(data)];
@@ -374,6 +404,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("EVENT_MESSAGE", MESSAGE)?;
     m.add("EVENT_CLOSED", CLOSED)?;
     m.add("EVENT_FAILED", FAILED)?;
+    m.add("EVENT_EXPIRED", EXPIRED)?;
     m.add_class::<Message>()?;
     m.add_class::<MessageLoop>()
 }
