@@ -284,6 +284,10 @@ def test_shutdown_waits_for_the_request_in_progress(variant, runner):
         release.set()
         stopper.join(IO_TIMEOUT)
         assert not stopper.is_alive()
+        # shutdown() returns once serve_forever()'s loop is over (the event
+        # is set in its finally, as in the standard module): the serving
+        # thread has at most its last lines left, not a request.
+        serving.thread.join(IO_TIMEOUT)
         assert not serving.thread.is_alive()
         assert recv_all(client) == b""
 
