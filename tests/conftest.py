@@ -6,6 +6,7 @@ import os
 import socket
 import socketserver
 import sys
+import sysconfig
 import threading
 import time
 
@@ -20,6 +21,18 @@ MODULES = {"socketserver": socketserver, "socketserver_rs": socketserver_rs}
 REQUEST_HOOKS = FAST_PATH_HOOKS
 
 IO_TIMEOUT = 10.0
+
+# A free-threaded interpreter must still run without its GIL once the
+# package is imported (the extension declares gil_used = false) ...
+FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+assert not FREE_THREADED or not sys._is_gil_enabled(), "importing socketserver_rs enabled the GIL"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # ... and after the whole suite ran on it.
+    if FREE_THREADED and sys._is_gil_enabled():
+        print("\nthe GIL was enabled during the run: something declared it needed it")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def in_ci():
