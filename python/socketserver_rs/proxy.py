@@ -11,9 +11,10 @@ gives the handler the client's address as ``client_address``::
 
 It is opt-in and never guessed: a server with the mix-in requires the header
 on every connection, and a server without it never looks for one. The
-header is parsed by the Rust core (src/proxy.rs), read on the request's
-worker (a threading server's serving thread never waits for it), and read
-exactly: the bytes after it are left for the handler.
+header is parsed by the Rust core (src/proxy.rs), read by serve_forever() in
+non-blocking steps before process_request() (see arrivals.py: a stalled
+header holds no worker and stops no server), and read exactly: the bytes
+after it are left for the handler.
 
 - A connection from a peer outside ``proxy_protocol_peers`` is refused in
   ``verify_request()`` (closed without reading) and logged. The default
@@ -23,11 +24,13 @@ exactly: the bytes after it are left for the handler.
 - A missing, malformed or truncated header, or one that takes longer than
   ``proxy_header_timeout`` seconds, closes the connection and is logged; the
   handler never runs.
-- PROXY headers replace ``client_address`` with the source they name
-  (``(host, port)``; for an IPv6 server ``(host, port, 0, 0)`` as
-  ``accept()`` would give; a Unix path as ``str``, an abstract one as
-  ``bytes``). LOCAL headers (the proxy's own health checks) and UNKNOWN
-  ones keep the connection's real endpoints.
+- PROXY headers replace ``client_address`` with the source they name, in
+  the shape the server's family gives (ProxyHeader.client_address()): an
+  IPv4 client on an IPv6 server as ``("::ffff:a.b.c.d", port, 0, 0)``; on
+  an IPv4 server an IPv4-mapped IPv6 client as IPv4, another IPv6 client
+  refused (closed and logged). UNIX headers, LOCAL ones (the proxy's own
+  health checks) and UNKNOWN ones keep the connection's real peer; UDP and
+  UNIX datagram headers are refused.
 - ``verify_request()`` runs before the header is read, so it sees the
   proxy's address; check the client in the handler.
 
