@@ -15,7 +15,6 @@ through the ``socketserver_rs`` logger, as quietly as the standard module
 drops it.
 """
 
-import logging
 import selectors
 import socket
 import sys
@@ -111,6 +110,8 @@ def _handshake_steps(request):
 
 
 def _log_failure(client_address, err):
+    import logging  # not at import time: the package must not load logging
+
     logging.getLogger("socketserver_rs").info(
         "TLS handshake with %s failed: %s", client_address, err
     )
