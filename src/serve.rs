@@ -51,6 +51,8 @@ pub const READY: u8 = 2;
 #[derive(PartialEq)]
 enum Wait {
     Ready,
+    /// The second descriptor waited on (`also`) became readable.
+    Also,
     TimedOut,
     Woken,
 }
@@ -119,33 +121,37 @@ impl ServeLoop {
     /// released meanwhile and signal handlers run every 100 ms at most.
     /// After accept() ran out of resources it first pauses; while `pool` is
     /// at its bound it waits for a free worker instead of the listener, so
-    /// that waiting clients stay in the kernel's backlog.
-    #[pyo3(signature = (fd, poll_interval, pool = None))]
+    /// that waiting clients stay in the kernel's backlog. `also`, when given,
+    /// is watched throughout: its readiness ends the wait with IDLE (the
+    /// connections still owing a handshake or a header, see arrivals.py).
+    #[pyo3(signature = (fd, poll_interval, pool = None, also = None))]
     fn wait(
         &self,
         py: Python<'_>,
         fd: RawFd,
         poll_interval: Option<f64>,
         pool: Option<&Bound<'_, WorkerPool>>,
+        also: Option<RawFd>,
     ) -> PyResult<u8> {
+        let also = also.unwrap_or(-1);
         if self.is_shutdown_requested() {
             return Ok(STOP);
         }
         check_descriptor(fd)?;
         let interval = poll_interval.map(|secs| Duration::from_secs_f64(secs.max(0.0)));
         if let Some(pause) = self.next_backoff(py) {
-            if self.wait_for(py, -1, Some(pause), true)? == Wait::Woken {
+            if self.wait_for(py, -1, -1, Some(pause), true)? == Wait::Woken {
                 return Ok(STOP);
             }
         }
         let outcome = match pool.map(Bound::get).filter(|pool| pool.is_full()) {
             Some(pool) => {
-                if self.wait_for(py, pool.free_slot_fd(), interval, true)? == Wait::Ready {
+                if self.wait_for(py, pool.free_slot_fd(), also, interval, true)? == Wait::Ready {
                     pool.drain_free_slots();
                 }
                 Wait::TimedOut
             }
-            None => self.wait_for(py, fd, interval, true)?,
+            None => self.wait_for(py, fd, also, interval, true)?,
         };
         if self.is_shutdown_requested() {
             return Ok(STOP);
@@ -239,7 +245,7 @@ impl ServeLoop {
     fn wait_readable(&self, py: Python<'_>, fd: RawFd, timeout: Option<f64>) -> PyResult<bool> {
         check_descriptor(fd)?;
         let timeout = timeout.map(|secs| Duration::from_secs_f64(secs.max(0.0)));
-        Ok(self.wait_for(py, fd, timeout, false)? == Wait::Ready)
+        Ok(self.wait_for(py, fd, -1, timeout, false)? == Wait::Ready)
     }
 }
 
@@ -309,12 +315,14 @@ impl ServeLoop {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Wait for `fd` (and, if `wakeable`, for a shutdown request) in slices
-    /// of at most `SIGNAL_SLICE`, running signal handlers between them.
+    /// Wait for `fd` or `also` (-1: none) to be readable (and, if
+    /// `wakeable`, for a shutdown request) in slices of at most
+    /// `SIGNAL_SLICE`, running signal handlers between them.
     fn wait_for(
         &self,
         py: Python<'_>,
         fd: RawFd,
+        also: RawFd,
         timeout: Option<Duration>,
         wakeable: bool,
     ) -> PyResult<Wait> {
@@ -331,9 +339,13 @@ impl ServeLoop {
                     .min(SIGNAL_SLICE),
                 None => SIGNAL_SLICE,
             };
-            let fds = [(fd, Interest::Readable), (wake_fd, Interest::Readable)];
+            let fds = [
+                (fd, Interest::Readable),
+                (also, Interest::Readable),
+                (wake_fd, Interest::Readable),
+            ];
             match crate::detach::detach(py, || sys::poll(fds, Some(slice))) {
-                Ok([listener, wake]) => {
+                Ok([listener, other, wake]) => {
                     if !wake.is_empty() {
                         self.drain_wakes();
                         if self.shutdown_requested.load(Ordering::Acquire) {
@@ -348,6 +360,9 @@ impl ServeLoop {
                     }
                     if !listener.is_empty() {
                         return Ok(Wait::Ready);
+                    }
+                    if !other.is_empty() {
+                        return Ok(Wait::Also);
                     }
                 }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}

@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from conftest import IO_TIMEOUT, fast_path_of, read_to_eof
+from conftest import IO_TIMEOUT, fast_path_of, read_to_eof, require, wait_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -37,14 +37,14 @@ def v2_inet(source, destination, tlvs=b""):
     return v2(0x21, 0x11, body + tlvs)
 
 
-def v2_inet6(source, destination):
+def v2_inet6(source, destination, family=0x21):
     (src, sport), (dst, dport) = source, destination
     body = (
         socket.inet_pton(socket.AF_INET6, src)
         + socket.inet_pton(socket.AF_INET6, dst)
         + struct.pack("!HH", sport, dport)
     )
-    return v2(0x21, 0x21, body)
+    return v2(0x21, family, body)
 
 
 class Report(socketserver_rs.StreamRequestHandler):
@@ -233,12 +233,135 @@ def test_v1_gives_the_handler_the_client(proxied):
     assert fast_path_of(server) is None
 
 
-def test_v2_ipv4_and_ipv6(proxied):
+def test_v2_ipv4(proxied):
     server = proxied()
     header = v2_inet(("198.51.100.2", 1234), ("192.0.2.1", 443), tlvs=b"\x04\x00\x01x")
     assert ask(server, header + b"one\n")[1] == (("198.51.100.2", 1234), b"one\n")
-    header = v2_inet6(("2001:db8::7", 5555), ("2001:db8::1", 443))
-    assert ask(server, header, b"two\n", pause=0.02)[1] == (("2001:db8::7", 5555, 0, 0), b"two\n")
+    assert ask(server, header, b"two\n", pause=0.02)[1] == (("198.51.100.2", 1234), b"two\n")
+
+
+# Each family of header on each family of server. REAL: the proxy
+# connection's own peer; None: refused (closed, one line logged).
+REAL = "real"
+UNIX_PATHS = b"/run/client.sock".ljust(108, b"\0") + b"/run/server.sock".ljust(108, b"\0")
+HEADERS = {
+    "v1-tcp4": b"PROXY TCP4 203.0.113.7 192.0.2.1 4242 80\r\n",
+    "v1-tcp6": b"PROXY TCP6 2001:db8::7 2001:db8::1 4242 80\r\n",
+    "v1-tcp6-mapped": b"PROXY TCP6 ::ffff:203.0.113.7 ::ffff:192.0.2.1 4242 80\r\n",
+    "v2-tcp4": v2_inet(("203.0.113.7", 4242), ("192.0.2.1", 80)),
+    "v2-tcp6": v2_inet6(("2001:db8::7", 4242), ("2001:db8::1", 80)),
+    "v2-tcp6-mapped": v2_inet6(("::ffff:203.0.113.7", 4242), ("::ffff:192.0.2.1", 80)),
+    "v2-udp4": v2(0x21, 0x12, v2_inet(("203.0.113.7", 4242), ("192.0.2.1", 80))[16:]),
+    "v2-udp6": v2_inet6(("2001:db8::7", 4242), ("2001:db8::1", 80), family=0x22),
+    "v2-unix": v2(0x21, 0x31, UNIX_PATHS),
+    "v2-unix-dgram": v2(0x21, 0x32, UNIX_PATHS),
+    "v2-local": v2(0x20, 0x21, bytes(36)),
+    "v1-unknown": b"PROXY UNKNOWN\r\n",
+}
+V4 = ("203.0.113.7", 4242)
+V6 = ("2001:db8::7", 4242, 0, 0)
+MAPPED = ("::ffff:203.0.113.7", 4242, 0, 0)
+REFUSED_EVERYWHERE = {"v2-udp4": None, "v2-udp6": None, "v2-unix-dgram": None}
+KEEP_REAL = {"v2-unix": REAL, "v2-local": REAL, "v1-unknown": REAL}
+EXPECTED = {
+    "ipv4": {
+        "v1-tcp4": V4,
+        "v1-tcp6": None,
+        "v1-tcp6-mapped": V4,
+        "v2-tcp4": V4,
+        "v2-tcp6": None,
+        "v2-tcp6-mapped": V4,
+        **REFUSED_EVERYWHERE,
+        **KEEP_REAL,
+    },
+    "ipv6": {
+        "v1-tcp4": MAPPED,
+        "v1-tcp6": V6,
+        "v1-tcp6-mapped": MAPPED,
+        "v2-tcp4": MAPPED,
+        "v2-tcp6": V6,
+        "v2-tcp6-mapped": MAPPED,
+        **REFUSED_EVERYWHERE,
+        **KEEP_REAL,
+    },
+    # A Unix socket's peer names no client: IP sources are given as named.
+    "unix": {
+        "v1-tcp4": V4,
+        "v1-tcp6": V6,
+        "v1-tcp6-mapped": MAPPED,
+        "v2-tcp4": V4,
+        "v2-tcp6": V6,
+        "v2-tcp6-mapped": MAPPED,
+        **REFUSED_EVERYWHERE,
+        **KEEP_REAL,
+    },
+}
+
+
+def family_server(runner, family, tmp_path):
+    if family == "unix":
+        require(hasattr(socket, "AF_UNIX"), "no Unix sockets")
+
+        class Server(ProxyProtocolMixIn, socketserver_rs.ThreadingUnixStreamServer):
+            handled = 0
+
+        address = str(tmp_path / "proxied.sock")
+    elif family == "ipv6":
+        require(socket.has_ipv6, "no IPv6")
+
+        class Server(ProxyProtocolMixIn, socketserver_rs.ThreadingTCPServer):
+            address_family = socket.AF_INET6
+            handled = 0
+
+        address = ("::1", 0)
+    else:
+        Server, address = ProxiedServer, ("127.0.0.1", 0)
+    server = runner.track(Server(address, Report))
+    runner.start(server)
+    return server
+
+
+def ask_any(server, payload):
+    """ask() for any family: (the client's own address as the server sees
+    it, the reply or None)."""
+    family = server.socket.family
+    with socket.socket(family, socket.SOCK_STREAM) as client:
+        client.settimeout(IO_TIMEOUT)
+        client.connect(server.server_address)
+        client.sendall(payload)
+        data, closed = read_to_eof(client)
+        assert closed
+        me = "" if family == getattr(socket, "AF_UNIX", None) else client.getsockname()
+        return me, ast.literal_eval(data.decode()) if data else None
+
+
+@pytest.mark.parametrize("family", sorted(EXPECTED))
+def test_each_header_family_on_each_server_family(runner, tmp_path, caplog, family):
+    server = family_server(runner, family, tmp_path)
+    got, refusals = {}, 0
+    for name, header in HEADERS.items():
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="socketserver_rs"):
+            me, reply = ask_any(server, header + b"line\n")
+        if reply is None:
+            got[name] = None
+            refusals += 1
+            (record,) = [r for r in caplog.records if "PROXY header" in r.getMessage()]
+            continue
+        address, line = reply
+        assert line == b"line\n"
+        got[name] = REAL if address == me else address
+    assert got == EXPECTED[family]
+    assert server.handled == len(HEADERS) - refusals
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_the_client_address_has_the_shape_accept_gives(runner, tmp_path, family):
+    server = family_server(runner, family, tmp_path)
+    for name, header in HEADERS.items():
+        me, reply = ask_any(server, header + b"line\n")
+        if reply is not None:
+            assert (type(reply[0]), len(reply[0])) == (type(me), len(me)), name
 
 
 def test_local_and_unknown_keep_the_real_peer(proxied):
@@ -277,6 +400,61 @@ def test_slow_header_times_out_without_stalling_others(proxied, caplog):
             assert 0.25 < time.monotonic() - started < 5
     assert any("timed out" in r.getMessage() for r in caplog.records)
     assert server.handled == 1
+
+
+def stalled(server, count):
+    """`count` connections that send part of a header and nothing more,
+    once the server has taken them all."""
+    clients = []
+    for _ in range(count):
+        client = socket.create_connection(server.server_address, timeout=IO_TIMEOUT)
+        client.sendall(b"PROXY TCP4 1.2")
+        clients.append(client)
+    assert wait_until(lambda: server.stats()["requests_active"] == count)
+    return clients
+
+
+def still_open(sock):
+    sock.setblocking(False)
+    try:
+        sock.recv(1)
+    except BlockingIOError:
+        return True
+    return False
+
+
+def test_stalled_headers_hold_no_worker_of_a_bounded_pool(proxied):
+    server = proxied(max_threads=8, proxy_header_timeout=60)
+    clients = stalled(server, 16)
+    try:
+        reply = ask(server, b"PROXY TCP4 10.9.9.9 10.0.0.1 9 9\r\nserved\n")[1]
+        assert reply == (("10.9.9.9", 9), b"served\n")
+        assert all(still_open(client) for client in clients)
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_stalled_headers_do_not_stop_a_non_threading_server(runner):
+    class Server(ProxyProtocolMixIn, socketserver_rs.TCPServer):
+        handled = 0
+        proxy_header_timeout = 60
+
+    server = runner.track(Server(("127.0.0.1", 0), Report))
+    runner.start(server)
+    clients = stalled(server, 3)
+    try:
+        reply = ask(server, b"PROXY TCP4 10.9.9.9 10.0.0.1 9 9\r\nserved\n")[1]
+        assert reply == (("10.9.9.9", 9), b"served\n")
+        assert all(still_open(client) for client in clients)
+        server.shutdown()
+        server.server_close()
+        for client in clients:
+            client.settimeout(IO_TIMEOUT)
+            assert client.recv(1) == b""
+    finally:
+        for client in clients:
+            client.close()
 
 
 def test_peer_not_allowed_is_refused(proxied, caplog):

@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import IO_TIMEOUT
+from conftest import IO_TIMEOUT, wait_until
 
 import socketserver_rs
 
@@ -93,6 +93,37 @@ def test_silent_clients_do_not_stop_a_tls_server(serving):
         assert issubclass(kind, ssl.SSLSocket)
         assert version is not None and version.startswith("TLS")
         assert server_side
+    finally:
+        for sock in silent:
+            sock.close()
+    assert server.errors == []
+
+
+def still_open(sock):
+    """Whether the server has neither closed nor written to `sock`."""
+    sock.setblocking(False)
+    try:
+        sock.recv(1)
+    except BlockingIOError:
+        return True
+    return False
+
+
+def test_silent_clients_hold_no_worker_of_a_bounded_pool(serving):
+    # Twice as many silent clients as workers: all are accepted and wait
+    # for their handshake off the pool, and a good client is served while
+    # they still wait.
+    server = serving(tls_echo_server(socketserver_rs, max_threads=8, handshake_timeout=60))
+    silent = [socket.create_connection(server.server_address) for _ in range(16)]
+    try:
+        assert wait_until(lambda: server.stats()["requests_active"] == 16)
+        assert tls_request(server.server_address) == b"HELLO\n"
+        assert all(still_open(sock) for sock in silent)
+        server.server_close()
+        # Closing the server closes the connections still waiting.
+        for sock in silent:
+            sock.settimeout(IO_TIMEOUT)
+            assert sock.recv(1) == b""
     finally:
         for sock in silent:
             sock.close()

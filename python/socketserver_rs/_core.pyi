@@ -60,13 +60,17 @@ class ServeLoop:
         """Unregister the calling thread; once none serves, clear the
         shutdown request and release whoever waits in shutdown()."""
     def wait(
-        self, fd: int, poll_interval: Optional[float], pool: Optional[WorkerPool] = None
+        self,
+        fd: int,
+        poll_interval: Optional[float],
+        pool: Optional[WorkerPool] = None,
+        also: Optional[int] = None,
     ) -> int:
         """READY when fd is readable, IDLE when poll_interval passed (or a
-        bounded pool stayed full), STOP once shutdown is requested. GIL
-        released; signals checked. Backs off after accept() ran out of
-        resources; while pool is at its bound, waits for a free worker
-        instead of the listener."""
+        bounded pool stayed full, or also became readable), STOP once
+        shutdown is requested. GIL released; signals checked. Backs off
+        after accept() ran out of resources; while pool is at its bound,
+        waits for a free worker instead of the listener."""
     def accept_failed(self, errno: int) -> None:
         """Report an accept() failure (backs off on EMFILE and the like,
         logging once)."""

@@ -11,9 +11,10 @@ gives the handler the client's address as ``client_address``::
 
 It is opt-in and never guessed: a server with the mix-in requires the header
 on every connection, and a server without it never looks for one. The
-header is parsed by the Rust core (src/proxy.rs), read on the request's
-worker (a threading server's serving thread never waits for it), and read
-exactly: the bytes after it are left for the handler.
+header is parsed by the Rust core (src/proxy.rs), read by serve_forever() in
+non-blocking steps before process_request() (see arrivals.py: a stalled
+header holds no worker and stops no server), and read exactly: the bytes
+after it are left for the handler.
 
 - A connection from a peer outside ``proxy_protocol_peers`` is refused in
   ``verify_request()`` (closed without reading) and logged. The default
@@ -23,11 +24,13 @@ exactly: the bytes after it are left for the handler.
 - A missing, malformed or truncated header, or one that takes longer than
   ``proxy_header_timeout`` seconds, closes the connection and is logged; the
   handler never runs.
-- PROXY headers replace ``client_address`` with the source they name
-  (``(host, port)``; for an IPv6 server ``(host, port, 0, 0)`` as
-  ``accept()`` would give; a Unix path as ``str``, an abstract one as
-  ``bytes``). LOCAL headers (the proxy's own health checks) and UNKNOWN
-  ones keep the connection's real endpoints.
+- PROXY headers replace ``client_address`` with the source they name, in
+  the shape the server's family gives (ProxyHeader.client_address()): an
+  IPv4 client on an IPv6 server as ``("::ffff:a.b.c.d", port, 0, 0)``; on
+  an IPv4 server an IPv4-mapped IPv6 client as IPv4, another IPv6 client
+  refused (closed and logged). UNIX headers, LOCAL ones (the proxy's own
+  health checks) and UNKNOWN ones keep the connection's real peer; UDP and
+  UNIX datagram headers are refused.
 - ``verify_request()`` runs before the header is read, so it sees the
   proxy's address; check the client in the handler.
 
@@ -40,12 +43,15 @@ import functools
 import ipaddress
 import logging
 import os
+import selectors
 import socket
 import time
+import weakref
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Generator, Iterable, Optional, Union
 
 from socketserver_rs import _core
+from socketserver_rs.arrivals import Wait
 
 __all__ = [
     "ProxyHeader",
@@ -94,12 +100,28 @@ class ProxyHeader:
     destination: Any
     tlvs: tuple[tuple[int, bytes], ...] = ()
 
-    def client_address(self, real: Any) -> Any:
-        """The address to serve as the client's: ``source`` for a PROXY
-        header that names one, else ``real`` (the connection's peer)."""
-        if self.command == "PROXY" and self.source is not None:
-            return self.source
-        return real
+    def client_address(self, real: Any, family: Optional[int] = None) -> Any:
+        """The address to serve as the client's.
+
+        ``real`` (the connection's own peer) for LOCAL, UNKNOWN and UNIX
+        headers; else ``source``, in the shape of ``family`` when it is
+        given: for ``AF_INET6`` an IPv4 source becomes
+        ``("::ffff:a.b.c.d", port, 0, 0)``, as a dual-stack socket's
+        ``accept()`` gives it; for ``AF_INET`` an IPv4-mapped IPv6 source
+        becomes IPv4, and any other IPv6 source raises ProxyHeaderError (no
+        IPv4 address names that client).
+        """
+        if self.command != "PROXY" or self.family not in (socket.AF_INET, socket.AF_INET6):
+            return real
+        host, port = self.source[:2]
+        if family == socket.AF_INET6 and self.family == socket.AF_INET:
+            return ("::ffff:" + host, port, 0, 0)
+        if family == socket.AF_INET and self.family == socket.AF_INET6:
+            mapped = ipaddress.IPv6Address(host).ipv4_mapped
+            if mapped is None:
+                raise ProxyHeaderError(f"an IPv6 client ({host}) cannot be served as IPv4")
+            return (str(mapped), port)
+        return self.source
 
 
 def _address(family: int, value: Any) -> Any:
@@ -174,19 +196,45 @@ def read_proxy_header(sock: socket.socket, timeout: Optional[float] = 3.0) -> Pr
                     raise ProxyHeaderError("connection closed in the PROXY header")
                 received += chunk
                 continue
-            waiting = sock.recv(max(parsed, _PEEK_SIZE), socket.MSG_PEEK)
-            if not waiting:
-                raise ProxyHeaderError("connection closed in the PROXY header")
-            parsed = parse_proxy_header(received + waiting)
-            # A whole header: take its bytes. Still incomplete: every byte
-            # waiting belongs to it.
-            take = len(waiting) if isinstance(parsed, int) else parsed.length - len(received)
-            received += _recv_exactly(sock, take)
+            received = _take_peeked(sock, received, parsed)
     finally:
         try:
             sock.settimeout(saved)
         except OSError:
             pass
+
+
+def _header_steps(sock: socket.socket) -> Generator[int, None, ProxyHeader]:
+    """read_proxy_header() in non-blocking steps on a plain socket: yields
+    selectors.EVENT_READ while it waits for bytes, returns the header."""
+    saved = sock.gettimeout()
+    sock.setblocking(False)
+    received = b""
+    try:
+        while True:
+            parsed = parse_proxy_header(received)
+            if not isinstance(parsed, int):
+                return parsed
+            try:
+                received = _take_peeked(sock, received, parsed)
+            except BlockingIOError:
+                yield selectors.EVENT_READ
+    finally:
+        try:
+            sock.settimeout(saved)
+        except OSError:
+            pass
+
+
+def _take_peeked(sock: socket.socket, received: bytes, wanted: int) -> bytes:
+    # Peek at what waits, then take the header's bytes among it: all of
+    # them while the header is still incomplete, else up to its end.
+    waiting = sock.recv(max(wanted, _PEEK_SIZE), socket.MSG_PEEK)
+    if not waiting:
+        raise ProxyHeaderError("connection closed in the PROXY header")
+    parsed = parse_proxy_header(received + waiting)
+    take = len(waiting) if isinstance(parsed, int) else parsed.length - len(received)
+    return received + _recv_exactly(sock, take)
 
 
 def _recv_exactly(sock: socket.socket, size: int) -> bytes:
@@ -235,7 +283,10 @@ class ProxyProtocolMixIn:
 
     It overrides verify_request() (the allow-list) and finish_request()
     (the header), so the server's requests take the hooks' path rather
-    than the core's fast path.
+    than the core's fast path. Under serve_forever() the header is read
+    before process_request(), among the connections that still owe
+    something (see arrivals.py), so a stalled header holds no worker and
+    does not stop a non-threading server.
     """
 
     proxy_protocol_peers: Optional[Iterable[str]] = ("127.0.0.0/8", "::1/128")
@@ -254,13 +305,51 @@ class ProxyProtocolMixIn:
         return super().verify_request(request, client_address)  # type: ignore[misc,no-any-return]
 
     def finish_request(self, request: Any, client_address: Any) -> None:
-        """Read the PROXY header, then run the handler with the client's
-        address. A bad, truncated or slow header ends the request here: the
-        connection is closed by the server's shutdown_request()."""
-        try:
-            header = read_proxy_header(request, self.proxy_header_timeout)
-        except (OSError, ProxyHeaderError) as err:
-            reason = "timed out" if isinstance(err, socket.timeout) else str(err) or repr(err)
-            _logger.warning("connection from %s closed: PROXY header: %s", client_address, reason)
-            return
-        super().finish_request(request, header.client_address(client_address))  # type: ignore[misc]
+        """Run the handler with the client's address from the PROXY header,
+        reading the header first unless serve_forever() already did. A bad,
+        truncated or slow header ends the request here: the connection is
+        closed by the server's shutdown_request()."""
+        address = _client_addresses.pop(request, None)
+        if address is None:
+            try:
+                header = read_proxy_header(request, self.proxy_header_timeout)
+                address = self._proxied_address(header, client_address)
+            except (OSError, ProxyHeaderError) as err:
+                _header_failed(client_address, err)
+                return
+        super().finish_request(request, address)  # type: ignore[misc]
+
+    def _defers_arrivals(self) -> bool:
+        return True
+
+    def _arrival_wait(self, request: Any, client_address: Any) -> Any:
+        if type(request) is not socket.socket:
+            return super()._arrival_wait(request, client_address)  # type: ignore[misc]
+        return Wait(
+            self._header_steps(request, client_address),
+            self.proxy_header_timeout,
+            functools.partial(_header_failed, client_address),
+        )
+
+    def _header_steps(
+        self, request: socket.socket, client_address: Any
+    ) -> Generator[int, None, None]:
+        header = yield from _header_steps(request)
+        _client_addresses[request] = self._proxied_address(header, client_address)
+
+    def _proxied_address(self, header: ProxyHeader, real: Any) -> Any:
+        # The client's address, in the shape of the server's family; a
+        # header this server cannot serve raises ProxyHeaderError.
+        if header.command == "PROXY" and header.protocol == socket.SOCK_DGRAM:
+            raise ProxyHeaderError("a DGRAM header on a stream server")
+        return header.client_address(real, getattr(self, "address_family", None))
+
+
+# The client address each connection's header gave, from when serve_forever()
+# read it until finish_request() uses it.
+_client_addresses: weakref.WeakKeyDictionary[socket.socket, Any] = weakref.WeakKeyDictionary()
+
+
+def _header_failed(client_address: Any, err: BaseException) -> None:
+    reason = "timed out" if isinstance(err, socket.timeout) else str(err) or repr(err)
+    _logger.warning("connection from %s closed: PROXY header: %s", client_address, reason)

@@ -25,8 +25,10 @@ class ProxyHeader:
     source: Any
     destination: Any
     tlvs: tuple[tuple[int, bytes], ...] = ()
-    def client_address(self, real: Any) -> Any:
-        """source for a PROXY header that names one, else real."""
+    def client_address(self, real: Any, family: Optional[int] = None) -> Any:
+        """source (in the shape of family, when given) for a PROXY header
+        over TCP or UDP, else real; ProxyHeaderError when family cannot
+        hold the source."""
 
 def parse_proxy_header(data: bytes) -> Union[ProxyHeader, int]:
     """The header data starts with, or how many more bytes at least belong

@@ -19,9 +19,10 @@ import time
 from functools import partial
 
 from socketserver_rs import _core, message_loop
+from socketserver_rs.arrivals import Arrivals
 from socketserver_rs.cooperative import cooperative
 from socketserver_rs.fast_path import hooks_are_standard, standard_hooks
-from socketserver_rs.tls import accept_deferring_handshake
+from socketserver_rs.tls import accept_deferring_handshake, defers_handshakes, handshake_owed
 
 __all__ = ["BaseServer", "TCPServer", "UDPServer"]
 if hasattr(socket, "AF_UNIX"):
@@ -192,7 +193,7 @@ class BaseServer:
                 return
             if cooperative():
                 return self._serve_cooperatively(poll_interval)
-            handle = self._request_taker(loop)
+            handle, arrivals = self._request_taker(loop)
             actions = self.service_actions if self._has_service_actions() else None
             if type(handle) is message_loop.Messages:
                 return handle.serve(poll_interval, actions)
@@ -200,11 +201,18 @@ class BaseServer:
             wait = loop.wait
             pool = self._bounded_pool()
             while True:
-                event = wait(fd, poll_interval, pool)
+                if arrivals:
+                    # Connections owe a handshake or a header: wait on them
+                    # too, and no longer than their first deadline.
+                    event = wait(fd, arrivals.timeout(poll_interval), pool, arrivals.fileno())
+                else:
+                    event = wait(fd, poll_interval, pool)
                 if event == _core.STOP:
                     break
                 if event == _core.READY:
                     handle()
+                if arrivals:
+                    arrivals.step(self)
                 if actions is not None:
                     actions()
         finally:
@@ -264,6 +272,7 @@ class BaseServer:
         self.shutdown()
         messages = message_loop.stop_accepting(self)
         self.socket.close()
+        self._close_arrivals()
         loop = self._serve_loop()
         connections = self.__dict__["_BaseServer__connections"]
         while loop.stats.snapshot()["requests_active"]:
@@ -332,6 +341,12 @@ class BaseServer:
         readable before this function was called, so there should be no risk of
         blocking in get_request().
         """
+        self._take_request(None)
+
+    def _take_request(self, arrivals):
+        # _handle_request_noblock(); with `arrivals`, a connection that
+        # still owes a handshake or a header waits there between
+        # verify_request() and process_request().
         loop = self._serve_loop()
         try:
             request, client_address = self.get_request()
@@ -341,24 +356,33 @@ class BaseServer:
             return
         stats = loop.stats
         stats.request_taken()
-        if self.verify_request(request, client_address):
-            try:
-                self.process_request(request, client_address)
-            except Exception:
-                stats.error()
-                stats.request_finished()
-                self.handle_error(request, client_address)
-                self.shutdown_request(request)
-            except:  # noqa: E722 -- the standard library's exact semantics
-                stats.request_finished()
-                self.shutdown_request(request)
-                raise
-            else:
-                if not self._finishes_on_worker:
-                    stats.request_finished()
-        else:
+        if not self.verify_request(request, client_address):
             stats.request_finished()
             self.shutdown_request(request)
+            return
+        wait = arrivals is not None and self._arrival_wait(request, client_address)
+        if wait:
+            arrivals.admit(self, request, client_address, wait)
+        else:
+            self._process_taken(request, client_address)
+
+    def _process_taken(self, request, client_address):
+        # process_request() for a request taken and verified.
+        stats = self._serve_loop().stats
+        try:
+            self.process_request(request, client_address)
+        except Exception:
+            stats.error()
+            stats.request_finished()
+            self.handle_error(request, client_address)
+            self.shutdown_request(request)
+        except:  # noqa: E722 -- the standard library's exact semantics
+            stats.request_finished()
+            self.shutdown_request(request)
+            raise
+        else:
+            if not self._finishes_on_worker:
+                stats.request_finished()
 
     def handle_timeout(self):
         """Called if no new request arrives within self.timeout.
@@ -439,17 +463,50 @@ class BaseServer:
 
     def _request_taker(self, loop):
         """What the loop calls when the socket is readable, chosen once per
-        serve_forever(): the core's fast path when the request hooks are
-        ours (see fast_path.py) and the socket a plain socket.socket, else
-        _handle_request_noblock() and the hooks, exactly as written."""
+        serve_forever(), and the Arrivals it waits on too (or None): the
+        core's fast path when the request hooks are ours (see fast_path.py)
+        and the socket a plain socket.socket, else _handle_request_noblock()
+        and the hooks, exactly as written."""
         fast = self._fast_path(loop)
         if fast is None:
-            return self._handle_request_noblock
+            arrivals = self._arrivals()
+            if arrivals is None:
+                return self._handle_request_noblock, None
+            return partial(self._take_request, arrivals), arrivals
         if fast.stream and message_loop.event_driven(self):
             # Handlers that only answer messages share one readiness loop
             # instead of a thread each (see message_loop.py).
-            return message_loop.serving(self, loop, _is_tcp(self.socket))
-        return self._fast_request_taker(fast)
+            return message_loop.serving(self, loop, _is_tcp(self.socket)), None
+        return self._fast_request_taker(fast), None
+
+    def _arrivals(self):
+        """Where connections wait for what they still owe (arrivals.py), if
+        this server's connections may owe anything and its own
+        _handle_request_noblock() takes them."""
+        if "_handle_request_noblock" in vars(self):
+            return None
+        if type(self)._handle_request_noblock is not BaseServer._handle_request_noblock:
+            return None
+        if not self._defers_arrivals():
+            return None
+        return self.__dict__.setdefault("_BaseServer__arrivals", Arrivals())
+
+    def _defers_arrivals(self):
+        # Whether accepted connections may still owe something: a TLS
+        # handshake left for later (ThreadingMixIn), a PROXY header (proxy.py).
+        return getattr(self, "_handshake_in_worker", False) and defers_handshakes(
+            getattr(self, "socket", None)
+        )
+
+    def _arrival_wait(self, request, client_address):
+        # What `request` still owes before process_request(), as an
+        # arrivals.Wait, or None.
+        return handshake_owed(self, request, client_address)
+
+    def _close_arrivals(self):
+        arrivals = self.__dict__.pop("_BaseServer__arrivals", None)
+        if arrivals is not None:
+            arrivals.close(self)
 
     def _fast_request_taker(self, fast):
         """The fast path of a server that runs each request itself.
@@ -643,6 +700,7 @@ class TCPServer(BaseServer):
         """
         self.socket.close()
         message_loop.close_connections(self)
+        self._close_arrivals()
 
     def fileno(self):
         """Return socket file number.

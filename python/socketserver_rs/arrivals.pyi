@@ -1,0 +1,23 @@
+from typing import Any, Callable, Generator, NamedTuple, Optional
+
+__all__ = ["Arrivals", "Wait"]
+
+class Wait(NamedTuple):
+    """What a connection still owes: non-blocking steps yielding the
+    selectors event each waits for, seconds for all of them, and what to
+    call with the exception that ended them."""
+
+    steps: Generator[int]
+    timeout: Optional[float]
+    failed: Callable[[BaseException], None]
+
+class Arrivals:
+    """The connections of one server that still owe their wait."""
+
+    def __init__(self) -> None: ...
+    def __len__(self) -> int: ...
+    def fileno(self) -> int: ...
+    def timeout(self, poll_interval: Optional[float]) -> Optional[float]: ...
+    def admit(self, server: Any, request: Any, client_address: Any, wait: Wait) -> None: ...
+    def step(self, server: Any) -> None: ...
+    def close(self, server: Any) -> None: ...
