@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from conftest import IO_TIMEOUT, wait_until
+from conftest import IO_TIMEOUT, KeepAlive, wait_until
 
 import socketserver_rs
 
@@ -158,54 +158,6 @@ print("closed", flush=True)
 """
 
 
-class KeepAlive:
-    """A client of CTRL_C_PROGRAM: whole requests, or one left half sent."""
-
-    def __init__(self, port, kind):
-        self.kind = kind
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT)
-        self.file = self.sock.makefile("rb")
-
-    def start(self, body):
-        if self.kind == "lines":
-            self.sock.sendall(b"body\n")
-            assert self.file.readline() == b"send it\n"
-        else:
-            self.sock.sendall(
-                b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
-                b"Content-Length: %d\r\n\r\n" % len(body)
-            )
-            assert self.file.readline() == b"HTTP/1.1 100 Continue\r\n"
-            assert self.file.readline() == b"\r\n"
-
-    def finish(self, body):
-        self.sock.sendall(body)
-        if self.kind == "lines":
-            return self.file.read(len(body))
-        assert self.file.readline() == b"HTTP/1.1 200 OK\r\n"
-        length = 0
-        while (line := self.file.readline()) != b"\r\n":
-            name, _, value = line.partition(b":")
-            if name.lower() == b"content-length":
-                length = int(value)
-        return self.file.read(length)
-
-    def request(self, body):
-        self.start(body)
-        return self.finish(body)
-
-    def closed_by_server(self, timeout):
-        self.sock.settimeout(timeout)
-        try:
-            return self.file.read(1) == b""
-        except socket.timeout:
-            return False
-
-    def close(self):
-        self.file.close()
-        self.sock.close()
-
-
 def interrupted(module, kind):
     """The program with one idle keep-alive client and one mid-request,
     after SIGINT: (process, idle client, busy client)."""
@@ -215,13 +167,13 @@ def interrupted(module, kind):
         stderr=subprocess.PIPE,
     )
     port = int(proc.stdout.readline())
-    idle = KeepAlive(port, kind)
+    idle = KeepAlive(("127.0.0.1", port), kind)
     assert idle.request(b"0123456789") == b"0123456789"
-    busy = KeepAlive(port, kind)
+    busy = KeepAlive(("127.0.0.1", port), kind)
     busy.start(b"abcdefghij")
     # Served once the loop is past busy's process_request(), where a
     # KeyboardInterrupt would cut busy's connection (both modules do).
-    last = KeepAlive(port, kind)
+    last = KeepAlive(("127.0.0.1", port), kind)
     assert last.request(b"9876543210") == b"9876543210"
     last.close()
     proc.send_signal(signal.SIGINT)
