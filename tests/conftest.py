@@ -239,6 +239,57 @@ def read_to_eof(sock, timeout=IO_TIMEOUT):
         return data, True
 
 
+class KeepAlive:
+    """A keep-alive client sending whole requests, or one left half
+    received by its handler. kind "lines": the server echoes each line, and
+    after b"body\\n" answers b"send it\\n" and echoes the next 10 bytes;
+    "http": HTTP/1.1 POSTs with "Expect: 100-continue", the body echoed."""
+
+    def __init__(self, address, kind):
+        self.kind = kind
+        self.sock = socket.create_connection(address, timeout=IO_TIMEOUT)
+        self.file = self.sock.makefile("rb")
+
+    def start(self, body):
+        if self.kind == "lines":
+            self.sock.sendall(b"body\n")
+            assert self.file.readline() == b"send it\n"
+        else:
+            self.sock.sendall(
+                b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body)
+            )
+            assert self.file.readline() == b"HTTP/1.1 100 Continue\r\n"
+            assert self.file.readline() == b"\r\n"
+
+    def finish(self, body):
+        self.sock.sendall(body)
+        if self.kind == "lines":
+            return self.file.read(len(body))
+        assert self.file.readline() == b"HTTP/1.1 200 OK\r\n"
+        length = 0
+        while (line := self.file.readline()) != b"\r\n":
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+        return self.file.read(length)
+
+    def request(self, body):
+        self.start(body)
+        return self.finish(body)
+
+    def closed_by_server(self, timeout):
+        self.sock.settimeout(timeout)
+        try:
+            return self.file.read(1) == b""
+        except socket.timeout:
+            return False
+
+    def close(self):
+        self.file.close()
+        self.sock.close()
+
+
 def exchange(address, payload, timeout=IO_TIMEOUT):
     """One TCP connection: send payload, then read_to_eof()."""
     with socket.create_connection(address, timeout=timeout) as client:

@@ -1,12 +1,16 @@
-"""drain(timeout) and ThreadingMixIn.close_timeout: graceful stops."""
+"""drain(timeout), ThreadingMixIn.close_timeout and server_close() after
+Ctrl-C: graceful stops."""
 
 import logging
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
-from conftest import IO_TIMEOUT, wait_until
+from conftest import IO_TIMEOUT, KeepAlive, wait_until
 
 import socketserver_rs
 
@@ -96,3 +100,114 @@ def test_server_close_gives_up_waiting_at_close_timeout(runner, caplog):
         client.close()
     assert any("server_close(): 1 request(s)" in r.getMessage() for r in caplog.records)
     assert server.stats()["requests_active"] == 0
+
+
+# A threading server left by Ctrl-C, as a plain program writes it. Its
+# handlers answer one request at a time on a keep-alive connection, and
+# say when a request is half received ("send it", "100 Continue").
+CTRL_C_PROGRAM = r"""
+import signal, sys
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as an interactive start does
+if sys.argv[1] == "socketserver_rs":
+    import socketserver_rs
+
+    socketserver_rs.patch()
+import http.server
+import socketserver
+
+
+class Lines(socketserver.StreamRequestHandler):
+    def handle(self):
+        for line in self.rfile:
+            if line == b"body\n":
+                self.wfile.write(b"send it\n")
+                line = self.rfile.read(10)
+            self.wfile.write(line)
+
+
+class Page(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class ThreadedHTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    pass
+
+
+if sys.argv[2] == "lines":
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Lines)
+else:
+    server = ThreadedHTTPServer(("127.0.0.1", 0), Page)
+with server:
+    print(server.server_address[1], flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("closing", flush=True)
+print("closed", flush=True)
+"""
+
+
+def interrupted(module, kind):
+    """The program with one idle keep-alive client and one mid-request,
+    after SIGINT: (process, idle client, busy client)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CTRL_C_PROGRAM, module, kind],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    port = int(proc.stdout.readline())
+    idle = KeepAlive(("127.0.0.1", port), kind)
+    assert idle.request(b"0123456789") == b"0123456789"
+    busy = KeepAlive(("127.0.0.1", port), kind)
+    busy.start(b"abcdefghij")
+    # Served once the loop is past busy's process_request(), where a
+    # KeyboardInterrupt would cut busy's connection (both modules do).
+    last = KeepAlive(("127.0.0.1", port), kind)
+    assert last.request(b"9876543210") == b"9876543210"
+    last.close()
+    proc.send_signal(signal.SIGINT)
+    assert proc.stdout.readline() == b"closing\n"
+    return proc, idle, busy
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["lines", "http"])
+def test_server_close_after_ctrl_c_closes_idle_keep_alive_connections(kind):
+    # The standard module waits for the idle client's next request, for ever.
+    proc, idle, busy = interrupted("socketserver", kind)
+    try:
+        assert not idle.closed_by_server(timeout=0.5)
+        assert busy.finish(b"abcdefghij") == b"abcdefghij"
+        assert proc.poll() is None
+        idle.close()  # only the clients can end it
+        busy.close()
+        assert proc.wait(IO_TIMEOUT) == 0
+    finally:
+        for end in (proc.kill, proc.wait, proc.stdout.close, proc.stderr.close):
+            end()
+        idle.close()
+        busy.close()
+    # Ours closes the idle connection, finishes the one mid-request, then
+    # closes it too: it is idle once answered.
+    proc, idle, busy = interrupted("socketserver_rs", kind)
+    try:
+        assert idle.closed_by_server(timeout=IO_TIMEOUT)
+        assert busy.finish(b"abcdefghij") == b"abcdefghij"
+        assert proc.wait(IO_TIMEOUT) == 0, proc.stderr.read().decode()
+        assert proc.stdout.read() == b"closed\n"
+    finally:
+        for end in (proc.kill, proc.wait, proc.stdout.close, proc.stderr.close):
+            end()
+        idle.close()
+        busy.close()

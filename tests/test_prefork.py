@@ -12,13 +12,14 @@ import threading
 import time
 
 import pytest
-from conftest import IO_TIMEOUT, wait_until
+from conftest import IO_TIMEOUT, KeepAlive, wait_until
 
 import socketserver_rs
 from socketserver_rs.prefork import serve_prefork
 
 # The handler says which worker it runs on, waits for "go" (or the client
-# closing), sleeps 0.2 s after "go", and says "done".
+# closing), sleeps 0.2 s after "go", and says "done". It waits with read(3),
+# mid-request: a handler waiting for a line is idle, and closed at SIGTERM.
 SERVER = textwrap.dedent(
     """
     import os, sys, time
@@ -29,7 +30,7 @@ SERVER = textwrap.dedent(
         def handle(self):
             self.wfile.write(b"%d\\n" % os.getpid())
             self.wfile.flush()
-            if self.rfile.readline() == b"go\\n":
+            if self.rfile.read(3) == b"go\\n":
                 time.sleep(0.2)
                 self.wfile.write(b"done\\n")
 
@@ -47,10 +48,47 @@ SERVER = textwrap.dedent(
 )
 
 
+# An HTTP/1.1 echo server (see conftest.KeepAlive), on http.server under
+# patch(): the stock ThreadingHTTPServer (daemon threads), or one of
+# non-daemon threads as older programs build it.
+HTTP_SERVER = textwrap.dedent(
+    """
+    import sys
+    import socketserver_rs
+
+    socketserver_rs.patch()
+    import http.server
+    import socketserver
+    from socketserver_rs.prefork import serve_prefork
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    class ThreadedHTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+        pass
+
+    workers, cls = int(sys.argv[1]), getattr(http.server, sys.argv[3], ThreadedHTTPServer)
+    server = cls(("127.0.0.1", 0), Echo)
+    print(server.server_address[1], flush=True)
+    sys.exit(serve_prefork(server, workers=workers, graceful_timeout=30))
+    """
+)
+
+
 class Master:
-    def __init__(self, workers, port=0):
+    def __init__(self, workers, port=0, script=SERVER, args=()):
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", SERVER, str(workers), str(port)],
+            [sys.executable, "-c", script, str(workers), str(port), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
@@ -99,8 +137,8 @@ class Master:
 def master():
     started = []
 
-    def start(workers, port=0):
-        started.append(Master(workers, port))
+    def start(workers, port=0, script=SERVER, args=()):
+        started.append(Master(workers, port, script, args))
         return started[-1]
 
     yield start
@@ -134,6 +172,26 @@ def test_sigterm_drains_in_flight_requests(master):
         for client, reader, _ in clients:
             reader.close()
             client.close()
+
+
+@pytest.mark.parametrize("server", ["ThreadingHTTPServer", "ThreadedHTTPServer"])
+def test_sigterm_closes_idle_keep_alive_connections_and_exits_0(master, server):
+    m = master(2, 0, HTTP_SERVER, [server])
+    m.wait_for_workers(2)
+    idle, busy = KeepAlive(m.address, "http"), KeepAlive(m.address, "http")
+    try:
+        assert idle.request(b"0123456789") == b"0123456789"
+        busy.start(b"abcdefghij")
+        m.signal(signal.SIGTERM)
+        # The idle connection is closed, the request in flight answered...
+        assert idle.closed_by_server(timeout=IO_TIMEOUT)
+        assert busy.finish(b"abcdefghij") == b"abcdefghij"
+        # ...and the workers exit by themselves, long before graceful_timeout (30 s).
+        assert m.proc.wait(IO_TIMEOUT) == 0, m.proc.stderr.read().decode()
+        assert b"killed" not in m.proc.stderr.read()
+    finally:
+        idle.close()
+        busy.close()
 
 
 def test_killed_worker_is_replaced(master):

@@ -122,6 +122,9 @@ class _WorkerThreads:
         return list(server.__dict__.get("_ThreadingMixIn__threads", ()))
 
 
+# Seconds between two looks for idle connections while server_close() waits.
+_IDLE_CHECK = 0.01
+
 _pool_lock = threading.Lock()
 _live_pools: weakref.WeakSet[_core.WorkerPool] = weakref.WeakSet()
 _worker_numbers = itertools.count(1)
@@ -327,7 +330,10 @@ class ThreadingMixIn:
 
     def _join_workers(self):
         # Wait for the requests in flight: without end, as the standard
-        # module does, or until close_timeout; then cut what is left.
+        # module does, or until close_timeout; then cut what is left. A
+        # connection idle between two requests (a keep-alive client) is
+        # closed instead of waited for, now or once its request is done,
+        # or a program would hang in server_close() after Ctrl-C.
         current = threading.current_thread()
         threads = [
             thread
@@ -335,9 +341,14 @@ class ThreadingMixIn:
             if thread is not current
         ]
         timeout = self.close_timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
         for thread in threads:
-            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            while thread.is_alive():
+                self._close_idle_connections()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                thread.join(min(left, _IDLE_CHECK))
         if any(thread.is_alive() for thread in threads):
             self._cut_connections("server_close()")
             for thread in threads:

@@ -7,9 +7,10 @@ serves itself), and supervises them as gunicorn's master does:
 - a worker that dies is replaced; one that dies again within a second of
   starting waits before its replacement, 0.1 s doubling up to 10 s, so a
   worker that cannot start does not spin the machine;
-- SIGTERM: graceful stop. Workers stop accepting, finish the requests in
-  flight (a threading server's ``server_close()`` joins them), and exit;
-  those still running after ``graceful_timeout`` seconds are killed.
+- SIGTERM: graceful stop. Each worker drains its server (``drain()``):
+  it stops accepting, closes idle keep-alive connections, finishes the
+  requests in flight, and exits; workers still running after
+  ``graceful_timeout`` seconds are killed.
 - SIGINT, SIGQUIT: quick stop. Workers exit at once, in-flight requests are
   cut.
 - SIGHUP: new workers are started, then the old ones stopped gracefully.
@@ -246,7 +247,9 @@ class _Master:
             os.close(self.wake_write)
             for sig in _MASTER_SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)
-            code = _serve_in_worker(self.server, self.shared, self.pid, self.poll_interval)
+            code = _serve_in_worker(
+                self.server, self.shared, self.pid, self.poll_interval, self.graceful_timeout
+            )
         except BaseException:
             traceback.print_exc()
         finally:
@@ -290,7 +293,9 @@ def _describe(status: int) -> str:
     return f"exited with status {os.waitstatus_to_exitcode(status)}"
 
 
-def _serve_in_worker(server: Any, shared: bool, master: int, poll_interval: float) -> int:
+def _serve_in_worker(
+    server: Any, shared: bool, master: int, poll_interval: float, graceful_timeout: float
+) -> int:
     if not shared:
         server = server()
     else:
@@ -299,12 +304,19 @@ def _serve_in_worker(server: Any, shared: bool, master: int, poll_interval: floa
         # (and be taken by) another.
         server.__dict__.pop("_BaseServer__loop", None)
     stopping = threading.Event()
+    draining: list[threading.Thread] = []
 
-    def graceful(signum: Any = None, frame: Any = None) -> None:
+    def graceful(signum: Any, frame: Any) -> None:
         if not stopping.is_set():
             stopping.set()
-            # shutdown() waits for serve_forever(), which this thread runs.
-            threading.Thread(target=server.shutdown, name="prefork-stop", daemon=True).start()
+            # drain() waits for serve_forever(), which this thread runs. It
+            # closes idle keep-alive connections and lets the requests in
+            # flight finish, whether or not the server joins its threads.
+            drain = threading.Thread(
+                target=server.drain, args=(graceful_timeout,), name="prefork-stop", daemon=True
+            )
+            draining.append(drain)
+            drain.start()
 
     def quick(signum: Any, frame: Any) -> None:
         os._exit(0)
@@ -313,7 +325,9 @@ def _serve_in_worker(server: Any, shared: bool, master: int, poll_interval: floa
         while not stopping.wait(1.0):
             if os.getppid() != master:
                 _logger.warning("prefork: master %d is gone, worker %d stops", master, os.getpid())
-                graceful()
+                # graceful() runs on the main thread, between serving and cleaning up.
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
 
     signal.signal(signal.SIGTERM, graceful)
     signal.signal(signal.SIGINT, quick)
@@ -325,5 +339,7 @@ def _serve_in_worker(server: Any, shared: bool, master: int, poll_interval: floa
         server.serve_forever(poll_interval)
     finally:
         stopping.set()
+        for drain in draining:
+            drain.join()
         server.server_close()
     return 0

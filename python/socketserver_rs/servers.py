@@ -274,7 +274,6 @@ class BaseServer:
         self.socket.close()
         self._close_arrivals()
         loop = self._serve_loop()
-        connections = self.__dict__["_BaseServer__connections"]
         while loop.stats.snapshot()["requests_active"]:
             if time.monotonic() >= deadline:
                 return self._cut_connections("drain()")
@@ -282,11 +281,17 @@ class BaseServer:
                 # Event-driven connections: served here until each is idle.
                 messages.drain_step(0.01)
                 continue
-            for connection, reader in list(connections.items()):
-                if reader is not None and reader.idle:
-                    _shut(connection, socket.SHUT_RD)
+            self._close_idle_connections()
             time.sleep(0.01)
         return 0
+
+    def _close_idle_connections(self):
+        """Shut the read side of each connection whose handler waits idle
+        between two requests (see drain()): it reads b"" and ends."""
+        connections = self.__dict__.get("_BaseServer__connections", {})
+        for connection, reader in list(connections.items()):
+            if reader is not None and reader.idle:
+                _shut(connection, socket.SHUT_RD)
 
     def _cut_connections(self, what):
         """Shut down every connection still open; how many requests ran."""
