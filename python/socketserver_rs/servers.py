@@ -135,10 +135,6 @@ class BaseServer:
     # instead of printing a traceback (see _client_went_away()).
     quiet_disconnects = False
 
-    # Whether a request's handler finishes on a worker thread, after
-    # process_request() returned (ThreadingMixIn); for stats().
-    _finishes_on_worker = False
-
     def __init__(self, server_address, RequestHandlerClass):
         """Constructor.  May be extended, do not override."""
         self.__loop = _new_serve_loop()
@@ -339,26 +335,33 @@ class BaseServer:
             # Out of descriptors, the loop backs off instead of spinning.
             loop.accept_failed(err.errno or 0)
             return
-        stats = loop.stats
-        stats.request_taken()
-        if self.verify_request(request, client_address):
+        loop.stats.request_taken()
+        self._handle_taken(request, client_address)
+
+    def _handle_taken(self, request, client_address, failure=None):
+        """The rest of _handle_request_noblock(), for a request counted as
+        taken: verify_request(), then process_request(), or handle_error()
+        for `failure` (what kept the core from queueing the request). Every
+        way out counts the request finished, here and only here; a worker
+        it was handed to counts its own finish (ThreadingMixIn)."""
+        stats = self._serve_loop().stats
+        try:
+            if failure is None and not self.verify_request(request, client_address):
+                self.shutdown_request(request)
+                return
             try:
+                if failure is not None:
+                    raise failure
                 self.process_request(request, client_address)
             except Exception:
                 stats.error()
-                stats.request_finished()
                 self.handle_error(request, client_address)
                 self.shutdown_request(request)
             except:  # noqa: E722 -- the standard library's exact semantics
-                stats.request_finished()
                 self.shutdown_request(request)
                 raise
-            else:
-                if not self._finishes_on_worker:
-                    stats.request_finished()
-        else:
+        finally:
             stats.request_finished()
-            self.shutdown_request(request)
 
     def handle_timeout(self):
         """Called if no new request arrives within self.timeout.
@@ -475,17 +478,15 @@ class BaseServer:
                 self.RequestHandlerClass(request, client_address, self)
             except Exception:
                 stats.error()
-                stats.request_finished()
                 self.handle_error(request, client_address)
                 end_request(request)
             except:  # noqa: E722 -- the standard library's exact semantics
-                stats.request_finished()
                 end_request(request)
                 raise
             else:
-                stats.request_finished()
                 end_request(request)
             finally:
+                stats.request_finished()
                 # Should a handler's finish() not have untracked it.
                 connections.pop(request, None)
 
