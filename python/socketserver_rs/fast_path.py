@@ -6,12 +6,27 @@ named in FAST_PATH_HOOKS, in the versions this package defines: if a server
 class or instance overrides any of them, or mixes in one from elsewhere
 (the standard library's ThreadingMixIn, ForkingMixIn), serve_forever()
 calls the Python hooks one by one instead, as the standard module does.
-The choice is made once each time serve_forever() starts.
+
+The choice is made when serve_forever() starts, and made again when one of
+these hooks is set or deleted on a server (BaseServer.__setattr__) or on a
+class with WatchesHooks for metaclass (the server classes, ThreadingMixIn
+and their subclasses): each bumps hooks_version(), which the core checks
+before it takes a request and the serve loop at each wake, so that the hook
+applies from the next request on.
 """
 
 from __future__ import annotations
 
-__all__ = ["FAST_PATH_HOOKS", "standard_hooks", "hooks_are_standard"]
+from socketserver_rs._core import hooks_changed, hooks_version
+
+__all__ = [
+    "FAST_PATH_HOOKS",
+    "WatchesHooks",
+    "hook_set",
+    "hooks_version",
+    "standard_hooks",
+    "hooks_are_standard",
+]
 
 FAST_PATH_HOOKS = (
     "fileno",
@@ -27,6 +42,25 @@ FAST_PATH_HOOKS = (
 
 # Each hook's name and the functions of ours the fast path stands in for.
 _STANDARD: dict[str, set[object]] = {name: set() for name in FAST_PATH_HOOKS}
+
+
+def hook_set(name):
+    """An attribute `name` of a server or server class was set or deleted."""
+    if name in _STANDARD:
+        hooks_changed()
+
+
+class WatchesHooks(type):
+    """Metaclass of the server classes: a hook set or deleted on the class
+    (as mock.patch.object() does) applies from the next request on."""
+
+    def __setattr__(cls, name, value):
+        super().__setattr__(name, value)
+        hook_set(name)
+
+    def __delattr__(cls, name):
+        super().__delattr__(name)
+        hook_set(name)
 
 
 def standard_hooks(cls):

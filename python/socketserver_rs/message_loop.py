@@ -19,7 +19,13 @@ replies; this module runs the handlers:
   server's handle_error(), as it would end handle() in the thread model;
 * the loop reads the connection, so the handler's rfile refuses reads
   (io.UnsupportedOperation, saying why) rather than wait for bytes the
-  loop holds.
+  loop holds;
+* once a request hook is set while serving (see fast_path.py), each new
+  connection leaves the loop, before anything is read from it, for the
+  server's hooks: verify_request(), process_request() and on, which build
+  its handler in the thread model. (The loop still accepts the connection
+  itself: fileno(), get_request() and _handle_request_noblock() set while
+  serving apply from the next serve_forever().)
 
 The default; ``event_driven = False`` on the handler class keeps a thread
 per connection. One that overrides __init__(), handle(), messages(),
@@ -35,6 +41,7 @@ import os
 import socket
 
 from socketserver_rs import _core
+from socketserver_rs.fast_path import hooks_are_standard, hooks_version
 from socketserver_rs.messages import MessageRequestHandler
 
 __all__ = ["event_driven", "serving", "stop_accepting", "close_connections"]
@@ -128,6 +135,8 @@ class Messages:
         self.stats = stats
         self.handlers = {}
         self.pid = os.getpid()
+        # Whether new connections go to the server's hooks instead.
+        self.hooked = False
 
     def forget(self):
         """In a forked child: close this process's copies of the parent's
@@ -139,14 +148,19 @@ class Messages:
                 pass
         self.handlers.clear()
 
-    def serve(self, poll_interval, actions):
-        """serve_forever()'s loop: wait, then run what happened."""
+    def serve(self, poll_interval, actions, hooks):
+        """serve_forever()'s loop: wait, then run what happened. `hooks`:
+        hooks_version() before the hooks were found standard."""
         wait = self.core.wait
         handle = self.handle
+        self.hooked = False
         while True:
             events = wait(poll_interval)
             if events is None:
                 return
+            if hooks != hooks_version():
+                hooks = hooks_version()
+                self.hooked = not hooks_are_standard(self.server)
             handle(events)
             if actions is not None:
                 actions()
@@ -197,6 +211,10 @@ class Messages:
 
     def opened(self, conn_id, request, client_address):
         server = self.server
+        if self.hooked:
+            self.core.close(conn_id)
+            server._handle_taken(request, client_address)
+            return
         cls = server.RequestHandlerClass
         handler = cls.__new__(cls)
         handler.request = request

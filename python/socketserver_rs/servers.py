@@ -20,7 +20,13 @@ from functools import partial
 
 from socketserver_rs import _core, message_loop
 from socketserver_rs.cooperative import cooperative
-from socketserver_rs.fast_path import hooks_are_standard, standard_hooks
+from socketserver_rs.fast_path import (
+    WatchesHooks,
+    hook_set,
+    hooks_are_standard,
+    hooks_version,
+    standard_hooks,
+)
 from socketserver_rs.tls import accept_deferring_handshake
 
 __all__ = ["BaseServer", "TCPServer", "UDPServer"]
@@ -85,7 +91,7 @@ def _new_serve_loop():
 
 
 @standard_hooks
-class BaseServer:
+class BaseServer(metaclass=WatchesHooks):
     """Base class for server classes.
 
     Methods for the caller:
@@ -143,6 +149,15 @@ class BaseServer:
         self.RequestHandlerClass = RequestHandlerClass
         self.__is_shut_down = threading.Event()
 
+    def __setattr__(self, name, value):
+        # A request hook set on the instance applies from the next request.
+        object.__setattr__(self, name, value)
+        hook_set(name)
+
+    def __delattr__(self, name):
+        object.__delattr__(self, name)
+        hook_set(name)
+
     def _serve_loop(self):
         # Subclasses that never call BaseServer.__init__ still get a loop.
         try:
@@ -188,10 +203,11 @@ class BaseServer:
                 return
             if cooperative():
                 return self._serve_cooperatively(poll_interval)
+            hooks = hooks_version()
             handle = self._request_taker(loop)
             actions = self.service_actions if self._has_service_actions() else None
             if type(handle) is message_loop.Messages:
-                return handle.serve(poll_interval, actions)
+                return handle.serve(poll_interval, actions, hooks)
             fd = self.fileno()
             wait = loop.wait
             pool = self._bounded_pool()
@@ -200,6 +216,12 @@ class BaseServer:
                 if event == _core.STOP:
                     break
                 if event == _core.READY:
+                    if hooks != hooks_version():
+                        # A request hook was set or deleted (fast_path.py).
+                        hooks = hooks_version()
+                        handle = self._request_taker(loop)
+                        if type(handle) is message_loop.Messages:
+                            return handle.serve(poll_interval, actions, hooks)
                     handle()
                 if actions is not None:
                     actions()
@@ -441,10 +463,11 @@ class BaseServer:
         return overridden or "service_actions" in vars(self)
 
     def _request_taker(self, loop):
-        """What the loop calls when the socket is readable, chosen once per
-        serve_forever(): the core's fast path when the request hooks are
-        ours (see fast_path.py) and the socket a plain socket.socket, else
-        _handle_request_noblock() and the hooks, exactly as written."""
+        """What the loop calls when the socket is readable, chosen when
+        serve_forever() starts and again after a hook was set: the core's
+        fast path when the request hooks are ours (see fast_path.py) and the
+        socket a plain socket.socket, else _handle_request_noblock() and the
+        hooks, exactly as written."""
         fast = self._fast_path(loop)
         if fast is None:
             return self._handle_request_noblock
@@ -496,13 +519,15 @@ class BaseServer:
             return None
         if sock.type not in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
             return None
+        # Read first: a hook set while they are checked stops this fast path.
+        hooks = hooks_version()
         if not hooks_are_standard(self):
             return None
         max_packet_size = getattr(self, "max_packet_size", 0)
         if type(max_packet_size) is not int or max_packet_size < 0:
             return None
         stream = sock.type == socket.SOCK_STREAM
-        return _core.FastPath(sock, stream, max_packet_size, loop, _is_tcp(sock))
+        return _core.FastPath(sock, stream, max_packet_size, loop, _is_tcp(sock), hooks)
 
 
 @standard_hooks
