@@ -19,8 +19,8 @@ use crate::sys::readable_now;
 /// Most requests queued per readiness.
 const BATCH: usize = 64;
 
-/// Bumped whenever a request hook is set or deleted on a server or a server
-/// class (see fast_path.py): a fast path built before then takes no more.
+/// Bumped whenever a request hook is set or deleted on a server (see
+/// fast_path.py): a fast path built before then takes no more.
 static HOOKS_VERSION: AtomicU64 = AtomicU64::new(0);
 
 /// A request hook was set or deleted somewhere.

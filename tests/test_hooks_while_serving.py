@@ -11,7 +11,6 @@ import pytest
 from conftest import exchange, fast_path_of
 
 import socketserver_rs
-from socketserver_rs.fast_path import WatchesHooks
 
 
 def refuse(server, request, client_address):
@@ -112,15 +111,43 @@ def test_a_hook_set_while_event_driven_connections_are_served(runner, setting, b
     assert message_exchange(server.server_address, b"after") == b"AFTER"
 
 
-def test_a_server_class_with_another_metaclass_takes_one_deriving_from_both(runner):
-    class Meta(WatchesHooks, abc.ABCMeta):
-        pass
+class Registering(type):
+    """A user's own metaclass."""
 
-    class Server(socketserver_rs.TCPServer, abc.ABC, metaclass=Meta):
-        pass
+    registry = []
 
-    server = runner.track(Server(("127.0.0.1", 0), Upper))
+    def __init__(cls, name, bases, namespace):
+        super().__init__(name, bases, namespace)
+        Registering.registry.append(cls)
+
+
+@pytest.mark.parametrize("metaclass", [abc.ABCMeta, Registering])
+@pytest.mark.parametrize("base", ["TCPServer", "ThreadingTCPServer"])
+def test_a_server_class_with_another_metaclass_is_served_and_patched(
+    ssmod, runner, metaclass, base
+):
+    bases = (getattr(ssmod, base), abc.ABC) if metaclass is abc.ABCMeta else (getattr(ssmod, base),)
+    cls = metaclass("Server", bases, {})
+    server = runner.track(cls(("127.0.0.1", 0), Upper))
+    if ssmod is socketserver_rs:
+        assert fast_path_of(server) is not None
     runner.start(server)
-    with mock.patch.object(Server, "verify_request", refuse):
+    assert served(server, b"before\n") == b"BEFORE\n"
+    with on_class(server, ssmod):
         assert served(server, b"refused\n") == b""
+    assert served(server, b"after\n") == b"AFTER\n"
+    if ssmod is socketserver_rs:
+        assert fast_path_of(server) is not None
+
+
+@pytest.mark.parametrize("base", ["TCPServer", "ThreadingTCPServer"])
+def test_a_server_given_another_class_while_serving_takes_its_hooks(ssmod, runner, base):
+    cls = type("Server", (getattr(ssmod, base),), {})
+    refusing = type("Refusing", (cls,), {"verify_request": refuse})
+    server = runner.track(cls(("127.0.0.1", 0), Upper))
+    runner.start(server)
+    assert served(server, b"before\n") == b"BEFORE\n"
+    server.__class__ = refusing
+    assert served(server, b"refused\n") == b""
+    server.__class__ = cls
     assert served(server, b"after\n") == b"AFTER\n"

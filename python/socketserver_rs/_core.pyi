@@ -84,7 +84,7 @@ class ServeLoop:
         """Wait until fd is readable or timeout seconds pass (None: no limit)."""
 
 def hooks_changed() -> None:
-    """A request hook was set or deleted on a server or a server class."""
+    """A request hook was set or deleted on a server."""
 
 def hooks_version() -> int:
     """How many times hooks_changed() was called."""

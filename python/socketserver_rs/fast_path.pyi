@@ -1,8 +1,8 @@
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 
 __all__ = [
     "FAST_PATH_HOOKS",
-    "WatchesHooks",
+    "HookWatch",
     "hook_set",
     "hooks_version",
     "standard_hooks",
@@ -13,9 +13,9 @@ _C = TypeVar("_C", bound=type[object])
 
 FAST_PATH_HOOKS: Final[tuple[str, ...]]
 
-class WatchesHooks(type):
-    def __setattr__(cls, name: str, value: Any) -> None: ...
-    def __delattr__(cls, name: str) -> None: ...
+class HookWatch:
+    def __init__(self, server: object) -> None: ...
+    def moved(self) -> bool: ...
 
 def hook_set(name: str) -> None: ...
 def hooks_version() -> int: ...

@@ -20,12 +20,12 @@ replies; this module runs the handlers:
 * the loop reads the connection, so the handler's rfile refuses reads
   (io.UnsupportedOperation, saying why) rather than wait for bytes the
   loop holds;
-* once a request hook is set while serving (see fast_path.py), each new
-  connection leaves the loop, before anything is read from it, for the
-  server's hooks: verify_request(), process_request() and on, which build
-  its handler in the thread model. (The loop still accepts the connection
-  itself: fileno(), get_request() and _handle_request_noblock() set while
-  serving apply from the next serve_forever().)
+* once a request hook is set or patched while serving (see fast_path.py),
+  each new connection leaves the loop, before anything is read from it,
+  for the server's hooks: verify_request(), process_request() and on,
+  which build its handler in the thread model. (The loop still accepts the
+  connection itself: fileno(), get_request() and _handle_request_noblock()
+  set while serving apply from the next serve_forever().)
 
 The default; ``event_driven = False`` on the handler class keeps a thread
 per connection. One that overrides __init__(), handle(), messages(),
@@ -41,7 +41,7 @@ import os
 import socket
 
 from socketserver_rs import _core
-from socketserver_rs.fast_path import hooks_are_standard, hooks_version
+from socketserver_rs.fast_path import HookWatch, hooks_are_standard
 from socketserver_rs.messages import MessageRequestHandler
 
 __all__ = ["event_driven", "serving", "stop_accepting", "close_connections"]
@@ -135,7 +135,9 @@ class Messages:
         self.stats = stats
         self.handlers = {}
         self.pid = os.getpid()
-        # Whether new connections go to the server's hooks instead.
+        # Whether new connections go to the server's hooks instead, as
+        # decided when `hooks` last moved.
+        self.hooks = HookWatch(server)
         self.hooked = False
 
     def forget(self):
@@ -150,17 +152,15 @@ class Messages:
 
     def serve(self, poll_interval, actions, hooks):
         """serve_forever()'s loop: wait, then run what happened. `hooks`:
-        hooks_version() before the hooks were found standard."""
+        a HookWatch made before the hooks were found standard."""
         wait = self.core.wait
         handle = self.handle
+        self.hooks = hooks
         self.hooked = False
         while True:
             events = wait(poll_interval)
             if events is None:
                 return
-            if hooks != hooks_version():
-                hooks = hooks_version()
-                self.hooked = not hooks_are_standard(self.server)
             handle(events)
             if actions is not None:
                 actions()
@@ -211,6 +211,9 @@ class Messages:
 
     def opened(self, conn_id, request, client_address):
         server = self.server
+        if self.hooks.moved():
+            self.hooks = HookWatch(server)
+            self.hooked = not hooks_are_standard(server)
         if self.hooked:
             self.core.close(conn_id)
             server._handle_taken(request, client_address)

@@ -13,7 +13,7 @@ from functools import partial
 
 from socketserver_rs import _core
 from socketserver_rs.cooperative import cooperative
-from socketserver_rs.fast_path import WatchesHooks, standard_hooks
+from socketserver_rs.fast_path import standard_hooks
 from socketserver_rs.tls import _pending as pending_handshakes
 from socketserver_rs.tls import complete_handshake
 
@@ -246,7 +246,7 @@ def _serve_on_worker(stats, connections, server, request, client_address):
 
 
 @standard_hooks
-class ThreadingMixIn(metaclass=WatchesHooks):
+class ThreadingMixIn:
     """Mix-in class to handle each request in a new thread.
 
     Requests run on a pool of reusable worker threads that grows whenever

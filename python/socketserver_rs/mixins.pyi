@@ -1,6 +1,5 @@
 import sys
 
-from socketserver_rs.fast_path import WatchesHooks
 from socketserver_rs.servers import _RequestType, _RetAddress
 
 __all__ = ["ThreadingMixIn"]
@@ -19,7 +18,7 @@ if sys.platform != "win32":
         def process_request(self, request: _RequestType, client_address: _RetAddress) -> None: ...
         def server_close(self) -> None: ...
 
-class ThreadingMixIn(metaclass=WatchesHooks):
+class ThreadingMixIn:
     daemon_threads: bool
     block_on_close: bool
     # At most this many requests at once; None: no bound.

@@ -21,7 +21,7 @@ from functools import partial
 from socketserver_rs import _core, message_loop
 from socketserver_rs.cooperative import cooperative
 from socketserver_rs.fast_path import (
-    WatchesHooks,
+    HookWatch,
     hook_set,
     hooks_are_standard,
     hooks_version,
@@ -91,7 +91,7 @@ def _new_serve_loop():
 
 
 @standard_hooks
-class BaseServer(metaclass=WatchesHooks):
+class BaseServer:
     """Base class for server classes.
 
     Methods for the caller:
@@ -203,7 +203,7 @@ class BaseServer(metaclass=WatchesHooks):
                 return
             if cooperative():
                 return self._serve_cooperatively(poll_interval)
-            hooks = hooks_version()
+            hooks = HookWatch(self)
             handle = self._request_taker(loop)
             actions = self.service_actions if self._has_service_actions() else None
             if type(handle) is message_loop.Messages:
@@ -216,9 +216,9 @@ class BaseServer(metaclass=WatchesHooks):
                 if event == _core.STOP:
                     break
                 if event == _core.READY:
-                    if hooks != hooks_version():
-                        # A request hook was set or deleted (fast_path.py).
-                        hooks = hooks_version()
+                    if hooks.moved():
+                        # A request hook was set, patched or deleted.
+                        hooks = HookWatch(self)
                         handle = self._request_taker(loop)
                         if type(handle) is message_loop.Messages:
                             return handle.serve(poll_interval, actions, hooks)

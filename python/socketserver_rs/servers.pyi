@@ -8,7 +8,6 @@ from typing import Any, ClassVar
 from _typeshed import ReadableBuffer
 from typing_extensions import Self, TypeAlias
 
-from socketserver_rs.fast_path import WatchesHooks
 from socketserver_rs.handlers import BaseRequestHandler
 
 __all__ = ["BaseServer", "TCPServer", "UDPServer"]
@@ -25,7 +24,7 @@ _AfUnixAddress: TypeAlias = str | ReadableBuffer
 _AfInetAddress: TypeAlias = tuple[str | bytes | bytearray, int]
 _AfInet6Address: TypeAlias = tuple[str | bytes | bytearray, int, int, int]
 
-class BaseServer(metaclass=WatchesHooks):
+class BaseServer:
     server_address: _Address
     timeout: float | None
     quiet_disconnects: bool
