@@ -4,6 +4,7 @@
 
 use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -17,6 +18,22 @@ use crate::sys::readable_now;
 
 /// Most requests queued per readiness.
 const BATCH: usize = 64;
+
+/// Bumped whenever a request hook is set or deleted on a server (see
+/// fast_path.py): a fast path built before then takes no more.
+static HOOKS_VERSION: AtomicU64 = AtomicU64::new(0);
+
+/// A request hook was set or deleted somewhere.
+#[pyfunction]
+fn hooks_changed() {
+    HOOKS_VERSION.fetch_add(1, Ordering::Release);
+}
+
+/// How many times a request hook was set or deleted.
+#[pyfunction]
+fn hooks_version() -> u64 {
+    HOOKS_VERSION.load(Ordering::Acquire)
+}
 
 /// How requests arrive on the server socket.
 enum Arrival {
@@ -46,12 +63,15 @@ pub struct FastPath {
     socket_class: Py<PyAny>,
     socket_kind: Py<PyTuple>,
     serve_loop: Py<ServeLoop>,
+    /// `hooks_version()` before the hooks were found standard.
+    hooks_version: u64,
 }
 
 #[pymethods]
 impl FastPath {
     /// `stream`: whether requests are connections (else datagrams);
-    /// `nodelay`: whether accepted connections get TCP_NODELAY.
+    /// `nodelay`: whether accepted connections get TCP_NODELAY;
+    /// `hooks_version`: `hooks_version()` read before the hooks were checked.
     #[new]
     fn new(
         py: Python<'_>,
@@ -60,6 +80,7 @@ impl FastPath {
         max_packet_size: usize,
         serve_loop: Py<ServeLoop>,
         nodelay: bool,
+        hooks_version: u64,
     ) -> PyResult<Self> {
         let fd = socket.call_method0(intern!(py, "fileno"))?.extract()?;
         let socket_kind = socket_kind(&socket)?;
@@ -75,6 +96,7 @@ impl FastPath {
             socket: socket.unbind(),
             socket_kind,
             serve_loop,
+            hooks_version,
         })
     }
 
@@ -86,10 +108,10 @@ impl FastPath {
 
     /// `get_request()`: one request and its client address, or None when
     /// none could be taken (the standard library ignores an OSError there).
-    /// None as well once shutdown is requested, so that a caller taking
-    /// requests in a row stops there.
+    /// None as well once shutdown is requested, or a hook was set since
+    /// this was built, so that a caller taking requests in a row stops there.
     fn take<'py>(&self, py: Python<'py>) -> PyResult<Option<Request<'py>>> {
-        if self.serve_loop.get().is_shutdown_requested() {
+        if self.should_stop() {
             return Ok(None);
         }
         match self.arrival {
@@ -101,8 +123,9 @@ impl FastPath {
         }
     }
 
-    /// Queue the waiting requests (up to a batch) on `pool`, each as the
-    /// job `runner(server, request, client_address)`. Returns
+    /// Queue the waiting requests (up to a batch; none once `take()` would
+    /// say None) on `pool`, each as the job `runner(server, request,
+    /// client_address)`. Returns
     /// `(request, client_address, error)` for a request the pool did not
     /// take: `error` is what starting its worker raised, or None when the
     /// pool was closed meanwhile. Else None.
@@ -127,10 +150,7 @@ impl FastPath {
             }
             // accept() would block when no connection waits; a datagram is
             // received without blocking and needs no poll(2) first.
-            if taken > 0
-                && (self.serve_loop.get().is_shutdown_requested()
-                    || (stream && !readable_now(self.fd)))
-            {
+            if self.should_stop() || (taken > 0 && stream && !readable_now(self.fd)) {
                 break;
             }
             let request = if stream {
@@ -156,6 +176,12 @@ impl FastPath {
 }
 
 impl FastPath {
+    /// Shutdown was requested, or a hook set since this was built must
+    /// see the next request (the serve loop then decides again).
+    fn should_stop(&self) -> bool {
+        self.serve_loop.get().is_shutdown_requested() || hooks_version() != self.hooks_version
+    }
+
     fn accept_one<'py>(&self, py: Python<'py>) -> PyResult<Option<Request<'py>>> {
         let fd = self.fd;
         let nodelay = matches!(self.arrival, Arrival::Stream { nodelay: true });
@@ -220,5 +246,7 @@ impl FastPath {
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(hooks_changed, m)?)?;
+    m.add_function(wrap_pyfunction!(hooks_version, m)?)?;
     m.add_class::<FastPath>()
 }

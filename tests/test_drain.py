@@ -211,3 +211,44 @@ def test_server_close_after_ctrl_c_closes_idle_keep_alive_connections(kind):
             end()
         idle.close()
         busy.close()
+
+
+class Refused(Exception):
+    pass
+
+
+@pytest.mark.parametrize("base", ["TCPServer", "ThreadingTCPServer"])
+def test_a_raising_verify_request_leaves_no_request_running(runner, base):
+    class Server(getattr(socketserver_rs, base)):
+        def verify_request(self, request, client_address):
+            request.close()
+            raise Refused
+
+    server = runner.track(Server(("127.0.0.1", 0), Lines))
+    serving = runner.start(server)
+    with socket.create_connection(server.server_address, timeout=IO_TIMEOUT):
+        assert serving.returned.wait(IO_TIMEOUT)
+    # As in the standard module, the hook's exception ends serve_forever().
+    assert [type(exc) for exc in serving.errors] == [Refused]
+    assert server.stats()["requests_active"] == 0
+    started = time.monotonic()
+    assert server.drain(timeout=IO_TIMEOUT) == 0
+    assert time.monotonic() - started < IO_TIMEOUT / 2
+
+
+def test_a_threading_server_serving_inline_leaves_no_request_running(runner):
+    class Inline(socketserver_rs.ThreadingTCPServer):
+        def process_request(self, request, client_address):
+            self.finish_request(request, client_address)
+            self.shutdown_request(request)
+
+    server = runner.track(Inline(("127.0.0.1", 0), Lines))
+    runner.start(server)
+    with socket.create_connection(server.server_address, timeout=IO_TIMEOUT) as client:
+        assert exchange(client, b"inline\n") == b"inline\n"
+        client.shutdown(socket.SHUT_WR)
+        assert client.recv(64) == b""
+    assert wait_until(lambda: server.stats()["requests_active"] == 0)
+    started = time.monotonic()
+    assert server.drain(timeout=IO_TIMEOUT) == 0
+    assert time.monotonic() - started < IO_TIMEOUT / 2

@@ -10,6 +10,8 @@ __all__ = [
     "set_reuse",
     "ServeLoop",
     "FastPath",
+    "hooks_changed",
+    "hooks_version",
     "MessageLoop",
     "Message",
     "EVENT_OPENED",
@@ -86,6 +88,12 @@ class ServeLoop:
     def wait_readable(self, fd: int, timeout: Optional[float]) -> bool:
         """Wait until fd is readable or timeout seconds pass (None: no limit)."""
 
+def hooks_changed() -> None:
+    """A request hook was set or deleted on a server."""
+
+def hooks_version() -> int:
+    """How many times hooks_changed() was called."""
+
 @final
 class FastPath:
     """Takes requests from the server socket without the Python hooks."""
@@ -97,12 +105,15 @@ class FastPath:
         max_packet_size: int,
         serve_loop: ServeLoop,
         nodelay: bool,
+        hooks_version: int,
     ) -> FastPath: ...
     @property
     def stream(self) -> bool:
         """Whether requests are connections (else datagrams)."""
     def take(self) -> Optional[tuple[Any, Any]]:
-        """One (request, client_address), or None when none could be taken."""
+        """One (request, client_address), or None when none could be taken
+        (or shutdown was requested, or hooks_version() moved since this was
+        built)."""
     def dispatch(
         self, server: Any, pool: WorkerPool, runner: Callable[[Any, Any, Any], Any]
     ) -> Optional[tuple[Any, Any, Optional[BaseException]]]:
@@ -190,6 +201,7 @@ class ServerStats:
 
     def __new__(cls) -> ServerStats: ...
     def request_taken(self) -> None: ...
+    def request_handed_off(self) -> None: ...
     def request_finished(self) -> None: ...
     def error(self) -> None: ...
     def snapshot(self) -> dict[str, int]:

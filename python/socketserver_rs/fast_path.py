@@ -6,12 +6,34 @@ named in FAST_PATH_HOOKS, in the versions this package defines: if a server
 class or instance overrides any of them, or mixes in one from elsewhere
 (the standard library's ThreadingMixIn, ForkingMixIn), serve_forever()
 calls the Python hooks one by one instead, as the standard module does.
-The choice is made once each time serve_forever() starts.
+
+The choice is made when serve_forever() starts, and made again when a
+HookWatch made then sees one of these hooks set, patched or deleted:
+* on the server: BaseServer.__setattr__/__delattr__ bump hooks_version(),
+  which the core also checks before each request it takes, so the hook
+  applies from the next request on;
+* on its class or a base (mock.patch.object, say): the hooks the class
+  has are read again each time the serve loop wakes (the message loop:
+  before each new connection) and compared with those read before, so the
+  hook applies from the loop's next wake on; requests the loop takes in a
+  row in the meantime (a threading server's waiting connections, a UDP
+  server's queued datagrams) may still go without it.
 """
 
 from __future__ import annotations
 
-__all__ = ["FAST_PATH_HOOKS", "standard_hooks", "hooks_are_standard"]
+from operator import attrgetter
+
+from socketserver_rs._core import hooks_changed, hooks_version
+
+__all__ = [
+    "FAST_PATH_HOOKS",
+    "HookWatch",
+    "hook_set",
+    "hooks_version",
+    "standard_hooks",
+    "hooks_are_standard",
+]
 
 FAST_PATH_HOOKS = (
     "fileno",
@@ -27,6 +49,35 @@ FAST_PATH_HOOKS = (
 
 # Each hook's name and the functions of ours the fast path stands in for.
 _STANDARD: dict[str, set[object]] = {name: set() for name in FAST_PATH_HOOKS}
+
+
+def hook_set(name):
+    """An attribute `name` of a server was set or deleted."""
+    # A new __class__ brings hooks of its own.
+    if name in _STANDARD or name == "__class__":
+        hooks_changed()
+
+
+class HookWatch:
+    """Whether a request hook of `server` was set, patched or deleted since
+    this was made, on the server or on its class or a base."""
+
+    __slots__ = ("_version", "_cls", "_hooks_of", "_hooks")
+
+    def __init__(self, server):
+        # Made before the hooks are checked, so that a change made while
+        # they are is seen.
+        self._version = hooks_version()
+        cls = self._cls = type(server)
+        # A hook the class lacks is one its serve loop never calls
+        # (process_request_thread without ThreadingMixIn).
+        self._hooks_of = attrgetter(*[name for name in FAST_PATH_HOOKS if hasattr(cls, name)])
+        self._hooks = self._hooks_of(cls)
+
+    def moved(self):
+        # Plain functions, compared by identity; a classmethod's bound
+        # methods, by equality.
+        return hooks_version() != self._version or self._hooks_of(self._cls) != self._hooks
 
 
 def standard_hooks(cls):

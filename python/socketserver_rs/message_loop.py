@@ -19,7 +19,13 @@ replies; this module runs the handlers:
   server's handle_error(), as it would end handle() in the thread model;
 * the loop reads the connection, so the handler's rfile refuses reads
   (io.UnsupportedOperation, saying why) rather than wait for bytes the
-  loop holds.
+  loop holds;
+* once a request hook is set or patched while serving (see fast_path.py),
+  each new connection leaves the loop, before anything is read from it,
+  for the server's hooks: verify_request(), process_request() and on,
+  which build its handler in the thread model. (The loop still accepts the
+  connection itself: fileno(), get_request() and _handle_request_noblock()
+  set while serving apply from the next serve_forever().)
 
 Deadlines: with ``timeout`` set on the handler class, a connection whose
 message or reply makes no progress for that many seconds is closed (one
@@ -39,6 +45,7 @@ import os
 import socket
 
 from socketserver_rs import _core
+from socketserver_rs.fast_path import HookWatch, hooks_are_standard
 from socketserver_rs.messages import MessageRequestHandler
 
 __all__ = ["event_driven", "serving", "stop_accepting", "close_connections"]
@@ -145,6 +152,10 @@ class Messages:
         # the loop forgot the connection and its handler is done.
         self.sockets = {}
         self.pid = os.getpid()
+        # Whether new connections go to the server's hooks instead, as
+        # decided when `hooks` last moved.
+        self.hooks = HookWatch(server)
+        self.hooked = False
 
     def forget(self):
         """In a forked child: close this process's copies of the parent's
@@ -159,10 +170,13 @@ class Messages:
         self.handlers.clear()
         self.sockets.clear()
 
-    def serve(self, poll_interval, actions):
-        """serve_forever()'s loop: wait, then run what happened."""
+    def serve(self, poll_interval, actions, hooks):
+        """serve_forever()'s loop: wait, then run what happened. `hooks`:
+        a HookWatch made before the hooks were found standard."""
         wait = self.core.wait
         handle = self.handle
+        self.hooks = hooks
+        self.hooked = False
         while True:
             events = wait(poll_interval)
             if events is None:
@@ -218,9 +232,17 @@ class Messages:
             self.end(conn_id, exc)
 
     def opened(self, conn_id, request, client_address):
+        server = self.server
+        if self.hooks.moved():
+            self.hooks = HookWatch(server)
+            self.hooked = not hooks_are_standard(server)
+        if self.hooked:
+            # Forgotten by the loop before the hooks see it.
+            self.core.close(conn_id)
+            server._handle_taken(request, client_address)
+            return
         _hold(request)
         self.sockets[conn_id] = request
-        server = self.server
         cls = server.RequestHandlerClass
         handler = cls.__new__(cls)
         handler.request = request

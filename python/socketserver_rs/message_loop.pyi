@@ -1,6 +1,7 @@
 from typing import Any, Callable, Optional
 
 from socketserver_rs import _core
+from socketserver_rs.fast_path import HookWatch
 from socketserver_rs.messages import MessageRequestHandler
 
 __all__ = ["event_driven", "serving", "stop_accepting", "close_connections"]
@@ -17,10 +18,12 @@ class Messages:
     sockets: dict[int, Any]
     handlers: dict[int, MessageRequestHandler]
     pid: int
+    hooks: HookWatch
+    hooked: bool
     def __init__(self, server: Any, core: _core.MessageLoop, stats: _core.ServerStats) -> None: ...
     def forget(self) -> None: ...
     def serve(
-        self, poll_interval: Optional[float], actions: Optional[Callable[[], Any]]
+        self, poll_interval: Optional[float], actions: Optional[Callable[[], Any]], hooks: HookWatch
     ) -> None: ...
     def handle(self, events: list[tuple[int, int, Any]]) -> None: ...
     def drain_step(self, timeout: float) -> None: ...

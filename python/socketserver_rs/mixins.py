@@ -278,7 +278,6 @@ class ThreadingMixIn:
     # before it shuts their connections down; None: as long as they take.
     close_timeout: float | None = None
     _handshake_in_worker = True
-    _finishes_on_worker = True
 
     _threads = _WorkerThreads()
 
@@ -298,10 +297,17 @@ class ThreadingMixIn:
     def process_request(self, request, client_address):
         """Run process_request_thread() on a worker thread. At the bound
         (max_threads) this waits for a worker to become free."""
-        if cooperative():
-            self._start_request_thread(request, client_address)
-            return
-        self._worker_pool().submit(_process_request_thread, (self, request, client_address))
+        stats = self._serve_loop().stats
+        # Counted before the worker can finish it; undone if none will.
+        stats.request_handed_off()
+        try:
+            if cooperative():
+                self._start_request_thread(request, client_address)
+            else:
+                self._worker_pool().submit(_process_request_thread, (self, request, client_address))
+        except BaseException:
+            stats.request_finished()
+            raise
 
     def _start_request_thread(self, request, client_address):
         # A (green) thread per request, as the standard module does: a pool
@@ -397,13 +403,4 @@ class ThreadingMixIn:
         # (server_close() from a handler): then this server's current pool
         # takes it, as process_request() would.
         request, client_address, error = untaken
-        try:
-            if error is not None:
-                raise error
-            self.process_request(request, client_address)
-        except Exception:
-            stats = self._serve_loop().stats
-            stats.error()
-            stats.request_finished()
-            self.handle_error(request, client_address)
-            self.shutdown_request(request)
+        self._handle_taken(request, client_address, error)

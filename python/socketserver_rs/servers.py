@@ -21,7 +21,13 @@ from functools import partial
 from socketserver_rs import _core, message_loop
 from socketserver_rs.arrivals import Arrivals
 from socketserver_rs.cooperative import cooperative
-from socketserver_rs.fast_path import hooks_are_standard, standard_hooks
+from socketserver_rs.fast_path import (
+    HookWatch,
+    hook_set,
+    hooks_are_standard,
+    hooks_version,
+    standard_hooks,
+)
 from socketserver_rs.tls import accept_deferring_handshake, defers_handshakes, handshake_owed
 
 __all__ = ["BaseServer", "TCPServer", "UDPServer"]
@@ -136,10 +142,6 @@ class BaseServer:
     # instead of printing a traceback (see _client_went_away()).
     quiet_disconnects = False
 
-    # Whether a request's handler finishes on a worker thread, after
-    # process_request() returned (ThreadingMixIn); for stats().
-    _finishes_on_worker = False
-
     def __init__(self, server_address, RequestHandlerClass):
         """Constructor.  May be extended, do not override."""
         self.__loop = _new_serve_loop()
@@ -147,6 +149,15 @@ class BaseServer:
         self.server_address = server_address
         self.RequestHandlerClass = RequestHandlerClass
         self.__is_shut_down = threading.Event()
+
+    def __setattr__(self, name, value):
+        # A request hook set on the instance applies from the next request.
+        object.__setattr__(self, name, value)
+        hook_set(name)
+
+    def __delattr__(self, name):
+        object.__delattr__(self, name)
+        hook_set(name)
 
     def _serve_loop(self):
         # Subclasses that never call BaseServer.__init__ still get a loop.
@@ -193,10 +204,11 @@ class BaseServer:
                 return
             if cooperative():
                 return self._serve_cooperatively(poll_interval)
+            hooks = HookWatch(self)
             handle, arrivals = self._request_taker(loop)
             actions = self.service_actions if self._has_service_actions() else None
             if type(handle) is message_loop.Messages:
-                return handle.serve(poll_interval, actions)
+                return handle.serve(poll_interval, actions, hooks)
             fd = self.fileno()
             wait = loop.wait
             pool = self._bounded_pool()
@@ -210,6 +222,12 @@ class BaseServer:
                 if event == _core.STOP:
                     break
                 if event == _core.READY:
+                    if hooks.moved():
+                        # A request hook was set, patched or deleted.
+                        hooks = HookWatch(self)
+                        handle, arrivals = self._request_taker(loop)
+                        if type(handle) is message_loop.Messages:
+                            return handle.serve(poll_interval, actions, hooks)
                     handle()
                 if arrivals:
                     arrivals.step(self)
@@ -359,35 +377,57 @@ class BaseServer:
             # Out of descriptors, the loop backs off instead of spinning.
             loop.accept_failed(err.errno or 0)
             return
-        stats = loop.stats
-        stats.request_taken()
-        if not self.verify_request(request, client_address):
-            stats.request_finished()
-            self.shutdown_request(request)
-            return
-        wait = arrivals is not None and self._arrival_wait(request, client_address)
-        if wait:
-            arrivals.admit(self, request, client_address, wait)
-        else:
-            self._process_taken(request, client_address)
+        loop.stats.request_taken()
+        self._handle_taken(request, client_address, arrivals=arrivals)
+
+    def _handle_taken(self, request, client_address, failure=None, arrivals=None):
+        """The rest of _handle_request_noblock(), for a request counted as
+        taken: verify_request(), then process_request(), or handle_error()
+        for `failure` (what kept the core from queueing the request). Every
+        way out counts the request finished, here and only here; whoever it
+        was handed to counts its own finish (a ThreadingMixIn worker; the
+        Arrivals where it waits for a handshake or a PROXY header)."""
+        try:
+            if failure is None and not self.verify_request(request, client_address):
+                self.shutdown_request(request)
+                return
+            wait = failure is None and arrivals is not None
+            wait = wait and self._arrival_wait(request, client_address)
+            if wait:
+                stats = self._serve_loop().stats
+                stats.request_handed_off()
+                try:
+                    arrivals.admit(self, request, client_address, wait)
+                except BaseException:
+                    stats.request_finished()
+                    raise
+                return
+            self._process_counted(request, client_address, failure)
+        finally:
+            self._serve_loop().stats.request_finished()
 
     def _process_taken(self, request, client_address):
-        # process_request() for a request taken and verified.
-        stats = self._serve_loop().stats
+        """process_request() for a request that waited in Arrivals, which
+        handed it on counted (see _handle_taken())."""
         try:
+            self._process_counted(request, client_address)
+        finally:
+            self._serve_loop().stats.request_finished()
+
+    def _process_counted(self, request, client_address, failure=None):
+        # process_request(), or handle_error() for `failure`; the caller
+        # counts the request finished.
+        try:
+            if failure is not None:
+                raise failure
             self.process_request(request, client_address)
         except Exception:
-            stats.error()
-            stats.request_finished()
+            self._serve_loop().stats.error()
             self.handle_error(request, client_address)
             self.shutdown_request(request)
         except:  # noqa: E722 -- the standard library's exact semantics
-            stats.request_finished()
             self.shutdown_request(request)
             raise
-        else:
-            if not self._finishes_on_worker:
-                stats.request_finished()
 
     def handle_timeout(self):
         """Called if no new request arrives within self.timeout.
@@ -467,11 +507,12 @@ class BaseServer:
         return overridden or "service_actions" in vars(self)
 
     def _request_taker(self, loop):
-        """What the loop calls when the socket is readable, chosen once per
-        serve_forever(), and the Arrivals it waits on too (or None): the
-        core's fast path when the request hooks are ours (see fast_path.py)
-        and the socket a plain socket.socket, else _handle_request_noblock()
-        and the hooks, exactly as written."""
+        """What the loop calls when the socket is readable, chosen when
+        serve_forever() starts and again after a hook was set, and the
+        Arrivals it waits on too (or None): the core's fast path when the
+        request hooks are ours (see fast_path.py) and the socket a plain
+        socket.socket, else _handle_request_noblock() and the hooks, exactly
+        as written."""
         fast = self._fast_path(loop)
         if fast is None:
             arrivals = self._arrivals()
@@ -537,17 +578,15 @@ class BaseServer:
                 self.RequestHandlerClass(request, client_address, self)
             except Exception:
                 stats.error()
-                stats.request_finished()
                 self.handle_error(request, client_address)
                 end_request(request)
             except:  # noqa: E722 -- the standard library's exact semantics
-                stats.request_finished()
                 end_request(request)
                 raise
             else:
-                stats.request_finished()
                 end_request(request)
             finally:
+                stats.request_finished()
                 # Should a handler's finish() not have untracked it.
                 connections.pop(request, None)
 
@@ -557,13 +596,15 @@ class BaseServer:
             return None
         if sock.type not in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
             return None
+        # Read first: a hook set while they are checked stops this fast path.
+        hooks = hooks_version()
         if not hooks_are_standard(self):
             return None
         max_packet_size = getattr(self, "max_packet_size", 0)
         if type(max_packet_size) is not int or max_packet_size < 0:
             return None
         stream = sock.type == socket.SOCK_STREAM
-        return _core.FastPath(sock, stream, max_packet_size, loop, _is_tcp(sock))
+        return _core.FastPath(sock, stream, max_packet_size, loop, _is_tcp(sock), hooks)
 
 
 @standard_hooks

@@ -1,0 +1,153 @@
+"""A request hook set or patched while serve_forever() runs applies from the
+next request on, as in the standard module, and removing it serves as
+before."""
+
+import abc
+import contextlib
+import socket
+from unittest import mock
+
+import pytest
+from conftest import exchange, fast_path_of
+
+import socketserver_rs
+
+
+def refuse(server, request, client_address):
+    return False
+
+
+def closes_without_reply(server, request):
+    server.shutdown_request(request)
+
+
+@contextlib.contextmanager
+def on_instance(server, mod):
+    server.verify_request = refuse.__get__(server)
+    yield
+    del server.verify_request
+
+
+def on_class(server, mod):
+    return mock.patch.object(type(server), "verify_request", refuse)
+
+
+def on_base_server(server, mod):
+    return mock.patch.object(mod.BaseServer, "verify_request", refuse)
+
+
+def on_threading_mixin(server, mod):
+    return mock.patch.object(mod.ThreadingMixIn, "process_request", closes_without_reply)
+
+
+class Upper(socketserver_rs.StreamRequestHandler):
+    def handle(self):
+        self.wfile.write(self.rfile.readline().upper())
+
+
+def served(server, line):
+    reply, closed = exchange(server.server_address, line)
+    assert closed
+    return reply
+
+
+@pytest.mark.parametrize(
+    "setting, base",
+    [
+        (on_instance, "TCPServer"),
+        (on_instance, "ThreadingTCPServer"),
+        (on_class, "TCPServer"),
+        (on_class, "ThreadingTCPServer"),
+        (on_base_server, "TCPServer"),
+        (on_base_server, "ThreadingTCPServer"),
+        (on_threading_mixin, "ThreadingTCPServer"),
+    ],
+)
+def test_a_hook_set_while_serving_applies_to_the_next_request(ssmod, runner, setting, base):
+    # A subclass of the module's own, so that patching it changes no other test.
+    cls = type("Server", (getattr(ssmod, base),), {})
+    server = runner.track(cls(("127.0.0.1", 0), Upper))
+    if ssmod is socketserver_rs:
+        assert fast_path_of(server) is not None
+    runner.start(server)
+    assert served(server, b"before\n") == b"BEFORE\n"
+    with setting(server, ssmod):
+        assert served(server, b"refused\n") == b""
+        assert served(server, b"refused again\n") == b""
+    assert served(server, b"after\n") == b"AFTER\n"
+    if ssmod is socketserver_rs:
+        assert fast_path_of(server) is not None
+
+
+class Echo(socketserver_rs.MessageRequestHandler):
+    def handle_message(self, message):
+        return message.upper()
+
+
+def message_exchange(address, payload):
+    with socket.create_connection(address, timeout=10) as client:
+        socketserver_rs.send_message(client, payload)
+        try:
+            return socketserver_rs.recv_message(client)
+        except (EOFError, ConnectionResetError):
+            return None
+
+
+@pytest.mark.parametrize("setting", [on_instance, on_class, on_base_server])
+@pytest.mark.parametrize("base", ["TCPServer", "ThreadingTCPServer"])
+def test_a_hook_set_while_event_driven_connections_are_served(runner, setting, base):
+    cls = type("Server", (getattr(socketserver_rs, base),), {})
+    server = runner.track(cls(("127.0.0.1", 0), Echo))
+    runner.start(server)
+    assert message_exchange(server.server_address, b"before") == b"BEFORE"
+    with socket.create_connection(server.server_address, timeout=10) as kept:
+        socketserver_rs.send_message(kept, b"kept")
+        assert socketserver_rs.recv_message(kept) == b"KEPT"
+        with setting(server, socketserver_rs):
+            assert message_exchange(server.server_address, b"refused") is None
+            # A connection the loop served before goes on being served.
+            socketserver_rs.send_message(kept, b"still")
+            assert socketserver_rs.recv_message(kept) == b"STILL"
+    assert message_exchange(server.server_address, b"after") == b"AFTER"
+
+
+class Registering(type):
+    """A user's own metaclass."""
+
+    registry = []
+
+    def __init__(cls, name, bases, namespace):
+        super().__init__(name, bases, namespace)
+        Registering.registry.append(cls)
+
+
+@pytest.mark.parametrize("metaclass", [abc.ABCMeta, Registering])
+@pytest.mark.parametrize("base", ["TCPServer", "ThreadingTCPServer"])
+def test_a_server_class_with_another_metaclass_is_served_and_patched(
+    ssmod, runner, metaclass, base
+):
+    bases = (getattr(ssmod, base), abc.ABC) if metaclass is abc.ABCMeta else (getattr(ssmod, base),)
+    cls = metaclass("Server", bases, {})
+    server = runner.track(cls(("127.0.0.1", 0), Upper))
+    if ssmod is socketserver_rs:
+        assert fast_path_of(server) is not None
+    runner.start(server)
+    assert served(server, b"before\n") == b"BEFORE\n"
+    with on_class(server, ssmod):
+        assert served(server, b"refused\n") == b""
+    assert served(server, b"after\n") == b"AFTER\n"
+    if ssmod is socketserver_rs:
+        assert fast_path_of(server) is not None
+
+
+@pytest.mark.parametrize("base", ["TCPServer", "ThreadingTCPServer"])
+def test_a_server_given_another_class_while_serving_takes_its_hooks(ssmod, runner, base):
+    cls = type("Server", (getattr(ssmod, base),), {})
+    refusing = type("Refusing", (cls,), {"verify_request": refuse})
+    server = runner.track(cls(("127.0.0.1", 0), Upper))
+    runner.start(server)
+    assert served(server, b"before\n") == b"BEFORE\n"
+    server.__class__ = refusing
+    assert served(server, b"refused\n") == b""
+    server.__class__ = cls
+    assert served(server, b"after\n") == b"AFTER\n"
