@@ -43,15 +43,26 @@ def _is_tcp(sock):
     return sock.family in _TCP_FAMILIES and sock.type == socket.SOCK_STREAM
 
 
-def _reuse_by_default(sock):
-    return os.name == "posix" and sock.family in _TCP_FAMILIES and sock.type == socket.SOCK_STREAM
+def _inherited_from(server, name, owner):
+    """Whether `name` is `owner`'s own value, set on neither the instance
+    nor a subclass: our better default may then stand in for it."""
+    if name in vars(server):
+        return False
+    return next((cls for cls in type(server).__mro__ if name in vars(cls)), None) is owner
+
+
+def _reuse_by_default(server):
+    sock = server.socket
+    return (
+        os.name == "posix"
+        and sock.family in _TCP_FAMILIES
+        and sock.type == socket.SOCK_STREAM
+        and _inherited_from(server, "allow_reuse_address", TCPServer)
+    )
 
 
 def _backlog(server):
-    for cls in type(server).__mro__:
-        if "request_queue_size" in vars(cls):
-            break
-    if cls is TCPServer and "request_queue_size" not in vars(server):
+    if _inherited_from(server, "request_queue_size", TCPServer):
         return socket.SOMAXCONN
     return server.request_queue_size
 
@@ -597,12 +608,14 @@ class TCPServer(BaseServer):
 
         May be overridden.
 
-        A stream socket of an IP family always gets SO_REUSEADDR on POSIX
-        (as asyncio does): a restarted server can bind its port at once
-        despite connections in TIME_WAIT, and it still cannot bind a port
-        another socket listens on.
+        A stream socket of an IP family gets SO_REUSEADDR on POSIX (as
+        asyncio does) while allow_reuse_address is left at the standard
+        default: a restarted server can bind its port at once despite
+        connections in TIME_WAIT, and it still cannot bind a port another
+        socket listens on. A value set by a subclass or instance is used as
+        given.
         """
-        reuse_address = bool(self.allow_reuse_address) or _reuse_by_default(self.socket)
+        reuse_address = bool(self.allow_reuse_address) or _reuse_by_default(self)
         reuse_address = reuse_address and hasattr(socket, "SO_REUSEADDR")
         # Linux (6.12.9 on) refuses SO_REUSEPORT for families other than
         # AF_INET/AF_INET6; the standard module skips it there from 3.14.
