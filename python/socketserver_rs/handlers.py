@@ -3,7 +3,7 @@
 import socket
 from io import BufferedIOBase, BytesIO
 
-from socketserver_rs import _core
+from socketserver_rs import _core, connections
 from socketserver_rs.cooperative import cooperative
 
 __all__ = ["BaseRequestHandler", "StreamRequestHandler", "DatagramRequestHandler"]
@@ -119,17 +119,17 @@ def _stats_of(server):
 
 
 def _track(server, connection, reader):
-    # The server's open connections, for drain() and server_close()'s
-    # deadline: the connection and, over the core's rfile, its reader.
-    connections = getattr(server, "__dict__", {}).get("_BaseServer__connections")
-    if connections is not None:
-        connections[connection] = reader
+    # The server's open connections (see connections.py): the connection
+    # and, over the core's rfile, its reader.
+    registry = connections.of(server)
+    if registry is not None:
+        registry.track(connection, reader)
 
 
 def _untrack(server, connection):
-    connections = getattr(server, "__dict__", {}).get("_BaseServer__connections")
-    if connections is not None:
-        connections.pop(connection, None)
+    registry = connections.of(server)
+    if registry is not None:
+        registry.untrack(connection)
 
 
 def _core_buffering(size):

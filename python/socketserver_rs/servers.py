@@ -18,7 +18,7 @@ import threading
 import time
 from functools import partial
 
-from socketserver_rs import _core, message_loop
+from socketserver_rs import _core, connections, message_loop
 from socketserver_rs.cooperative import cooperative
 from socketserver_rs.fast_path import hooks_are_standard, standard_hooks
 from socketserver_rs.tls import accept_deferring_handshake
@@ -153,7 +153,7 @@ class BaseServer:
     def __init__(self, server_address, RequestHandlerClass):
         """Constructor.  May be extended, do not override."""
         self.__loop = _new_serve_loop()
-        self.__connections = {}
+        self.__connections = connections.Connections()
         self.server_address = server_address
         self.RequestHandlerClass = RequestHandlerClass
         self.__is_shut_down = threading.Event()
@@ -165,7 +165,7 @@ class BaseServer:
         except KeyError:
             loop = self.__dict__.setdefault("_BaseServer__loop", _new_serve_loop())
             self.__dict__.setdefault("_BaseServer__is_shut_down", threading.Event())
-            self.__dict__.setdefault("_BaseServer__connections", {})
+            self.__dict__.setdefault("_BaseServer__connections", connections.Connections())
             return loop
 
     # The standard library keeps the request in this name-mangled attribute;
@@ -276,7 +276,7 @@ class BaseServer:
         messages = message_loop.stop_accepting(self)
         self.socket.close()
         loop = self._serve_loop()
-        connections = self.__dict__["_BaseServer__connections"]
+        registry = self.__dict__["_BaseServer__connections"]
         while loop.stats.snapshot()["requests_active"]:
             if time.monotonic() >= deadline:
                 return self._cut_connections("drain()")
@@ -284,7 +284,7 @@ class BaseServer:
                 # Event-driven connections: served here until each is idle.
                 messages.drain_step(0.01)
                 continue
-            for connection, reader in list(connections.items()):
+            for connection, reader in registry.items():
                 if reader is not None and reader.idle:
                     _shut(connection, socket.SHUT_RD)
             time.sleep(0.01)
@@ -295,7 +295,7 @@ class BaseServer:
         import logging
 
         running = self._serve_loop().stats.snapshot()["requests_active"]
-        for connection in list(self.__dict__["_BaseServer__connections"]):
+        for connection in self.__dict__["_BaseServer__connections"]:
             _shut(connection, socket.SHUT_RDWR)
         message_loop.close_connections(self, shut=True)
         if running:
@@ -352,6 +352,13 @@ class BaseServer:
             return
         stats = loop.stats
         stats.request_taken()
+        try:
+            self._verify_and_process(request, client_address, stats)
+        finally:
+            # What the handler registered, if it ran on this thread.
+            self.__dict__["_BaseServer__connections"].request_done(request)
+
+    def _verify_and_process(self, request, client_address, stats):
         if self.verify_request(request, client_address):
             try:
                 self.process_request(request, client_address)
@@ -476,7 +483,7 @@ class BaseServer:
         # verify_request(), process_request() and finish_request() inlined.
         end_request = self.shutdown_request
         stats = self._serve_loop().stats
-        connections = self.__dict__["_BaseServer__connections"]
+        registry = self.__dict__["_BaseServer__connections"]
         for _ in range(batch):
             taken = take()
             if taken is None:
@@ -497,8 +504,7 @@ class BaseServer:
                 stats.request_finished()
                 end_request(request)
             finally:
-                # Should a handler's finish() not have untracked it.
-                connections.pop(request, None)
+                registry.request_done(request)
 
     def _fast_path(self, loop):
         sock = getattr(self, "socket", None)
