@@ -12,7 +12,7 @@ use pyo3::types::{PyBytes, PyTuple};
 use crate::detach::detach;
 use crate::listener::{accept, address_to_py, recv_from, socket_kind, wrap_socket};
 use crate::pool::{Submitted, WorkerPool};
-use crate::serve::ServeLoop;
+use crate::serve::{owns, ServeLoop};
 use crate::sys::readable_now;
 
 /// Most requests queued per readiness.
@@ -89,7 +89,7 @@ impl FastPath {
     /// None as well once shutdown is requested, so that a caller taking
     /// requests in a row stops there.
     fn take<'py>(&self, py: Python<'py>) -> PyResult<Option<Request<'py>>> {
-        if self.serve_loop.get().is_shutdown_requested() {
+        if self.serve_loop.get().is_shutdown_requested() || !self.open(py)? {
             return Ok(None);
         }
         match self.arrival {
@@ -127,10 +127,10 @@ impl FastPath {
             }
             // accept() would block when no connection waits; a datagram is
             // received without blocking and needs no poll(2) first.
-            if taken > 0
-                && (self.serve_loop.get().is_shutdown_requested()
-                    || (stream && !readable_now(self.fd)))
-            {
+            if taken > 0 && self.serve_loop.get().is_shutdown_requested() {
+                break;
+            }
+            if !self.open(py)? || (taken > 0 && stream && !readable_now(self.fd)) {
                 break;
             }
             let request = if stream {
@@ -156,6 +156,12 @@ impl FastPath {
 }
 
 impl FastPath {
+    /// Whether the server socket still owns the descriptor taken from it:
+    /// once it is closed the number may belong to something else.
+    fn open(&self, py: Python<'_>) -> PyResult<bool> {
+        owns(self.socket.bind(py), self.fd)
+    }
+
     fn accept_one<'py>(&self, py: Python<'py>) -> PyResult<Option<Request<'py>>> {
         let fd = self.fd;
         let nodelay = matches!(self.arrival, Arrival::Stream { nodelay: true });

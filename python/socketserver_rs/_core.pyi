@@ -7,6 +7,7 @@ __all__ = [
     "STOP",
     "IDLE",
     "READY",
+    "CLOSED",
     "set_reuse",
     "ServeLoop",
     "FastPath",
@@ -38,6 +39,7 @@ __version__: str
 STOP: int
 IDLE: int
 READY: int
+CLOSED: int
 
 def set_reuse(fd: int, address: bool, port: bool) -> None:
     """Set SO_REUSEADDR / SO_REUSEPORT on a socket before it is bound."""
@@ -59,11 +61,16 @@ class ServeLoop:
         """Unregister the calling thread; once none serves, clear the
         shutdown request and release whoever waits in shutdown()."""
     def wait(
-        self, fd: int, poll_interval: Optional[float], pool: Optional[WorkerPool] = None
+        self,
+        fd: int,
+        poll_interval: Optional[float],
+        pool: Optional[WorkerPool] = None,
+        sock: Optional[Any] = None,
     ) -> int:
         """READY when fd is readable, IDLE when poll_interval passed (or a
-        bounded pool stayed full), STOP once shutdown is requested. GIL
-        released; signals checked. Backs off after accept() ran out of
+        bounded pool stayed full), STOP once shutdown is requested, CLOSED
+        once fd is closed (or sock, the socket owning it, no longer does).
+        GIL released; signals checked. Backs off after accept() ran out of
         resources; while pool is at its bound, waits for a free worker
         instead of the listener."""
     def accept_failed(self, errno: int) -> None:
@@ -78,8 +85,11 @@ class ServeLoop:
     def shutdown_requested(self) -> bool: ...
     @property
     def serving(self) -> bool: ...
-    def wait_readable(self, fd: int, timeout: Optional[float]) -> bool:
-        """Wait until fd is readable or timeout seconds pass (None: no limit)."""
+    def wait_readable(
+        self, fd: int, timeout: Optional[float], sock: Optional[Any] = None
+    ) -> Optional[bool]:
+        """Wait until fd is readable (True) or timeout seconds pass (None:
+        no limit; False); None once fd (or sock, as for wait()) is closed."""
 
 @final
 class FastPath:

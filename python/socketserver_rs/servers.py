@@ -85,6 +85,12 @@ def _client_went_away(exc):
     return ssl is not None and isinstance(exc, ssl.SSLEOFError)
 
 
+def _owner(server, fd):
+    """The server's socket, if it owns `fd`: closing it ends the waits."""
+    sock = getattr(server, "socket", None)
+    return sock if isinstance(sock, socket.socket) and sock.fileno() == fd else None
+
+
 def _new_serve_loop():
     # What the paths taken when descriptors run out need is loaded now, while
     # there are descriptors to load it with: the logger the core reports
@@ -192,7 +198,9 @@ class BaseServer:
         another thread.
 
         The wait happens in the core with the GIL released; shutdown()
-        wakes it at once, and signals are handled within 100 ms.
+        wakes it at once, and signals are handled within 100 ms. Closing
+        the server's socket (server_close() from another thread) makes it
+        return within 100 ms.
         """
         loop = self._serve_loop()
         is_shut_down = self.__dict__["_BaseServer__is_shut_down"]
@@ -208,11 +216,12 @@ class BaseServer:
             if type(handle) is message_loop.Messages:
                 return handle.serve(poll_interval, actions)
             fd = self.fileno()
+            sock = _owner(self, fd)
             wait = loop.wait
             pool = self._bounded_pool()
             while True:
-                event = wait(fd, poll_interval, pool)
-                if event == _core.STOP:
+                event = wait(fd, poll_interval, pool, sock)
+                if event == _core.STOP or event == _core.CLOSED:
                     break
                 if event == _core.READY:
                     handle()
@@ -253,8 +262,10 @@ class BaseServer:
                 self.service_actions()
 
     def _wait_readable(self, timeout):
+        # None: the socket was closed meanwhile.
         if not cooperative():
-            return self._serve_loop().wait_readable(self.fileno(), timeout)
+            fd = self.fileno()
+            return self._serve_loop().wait_readable(fd, timeout, _owner(self, fd))
         with selectors.DefaultSelector() as selector:
             selector.register(self, selectors.EVENT_READ)
             return bool(selector.select(timeout))
@@ -325,14 +336,18 @@ class BaseServer:
     def handle_request(self):
         """Handle one request, possibly blocking.
 
-        Respects self.timeout.
+        Respects self.timeout. Returns None, without waiting out the
+        timeout, once the server's socket is closed from another thread.
         """
         timeout = self.socket.gettimeout()
         if timeout is None:
             timeout = self.timeout
         elif self.timeout is not None:
             timeout = min(timeout, self.timeout)
-        if self._wait_readable(timeout):
+        ready = self._wait_readable(timeout)
+        if ready is None:
+            return None
+        if ready:
             return self._handle_request_noblock()
         return self.handle_timeout()
 
