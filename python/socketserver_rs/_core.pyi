@@ -188,6 +188,10 @@ class ServerStats:
     def request_taken(self) -> None: ...
     def request_finished(self) -> None: ...
     def error(self) -> None: ...
+    def count_received(self, n: int) -> None:
+        """Bytes received through a file the core does not make (over TLS)."""
+    def count_sent(self, n: int) -> None:
+        """Bytes sent through a file the core does not make (over TLS)."""
     def snapshot(self) -> dict[str, int]:
         """requests_total, requests_active, errors, accept_errors,
         bytes_received, bytes_sent."""

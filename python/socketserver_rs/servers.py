@@ -322,7 +322,8 @@ class BaseServer:
         requests_total and requests_active (a request is a connection on a
         stream server, a datagram on a datagram server), errors (requests
         whose exception went to handle_error()), accept_errors,
-        bytes_received and bytes_sent (through the core's rfile/wfile);
+        bytes_received and bytes_sent (through a StreamRequestHandler's
+        rfile/wfile; over TLS the application's bytes);
         threading servers add workers_busy and workers_idle."""
         return self._serve_loop().stats.snapshot()
 
