@@ -6,12 +6,11 @@ core's rfile, its reader) and finish() forgets it. A handler may replace
 the socket it was given (websocket-server wraps it for TLS) and a finish()
 that does not call super() forgets nothing: once the server has closed the
 request it handed out, request_done() forgets and closes whatever handlers
-registered on that thread meanwhile, as the standard module's handler
-would have closed it on being collected.
+registered on that thread meanwhile and did not forget, as the standard
+module's handler would have closed it on being collected.
 """
 
 import threading
-import weakref
 
 __all__ = ["Connections", "of"]
 
@@ -22,19 +21,18 @@ class Connections:
     def __init__(self):
         self._readers = {}
         # Per thread: the connections registered since its last request
-        # ended, held weakly (a thread whose requests the server does not
-        # end, as under a process_request() of its own, keeps none alive).
+        # ended that finish() has not forgotten.
         self._local = threading.local()
 
     def track(self, connection, reader):
         self._readers[connection] = reader
-        try:
-            self._registered().add(connection)
-        except TypeError:
-            pass  # no weak reference to it: finish() alone forgets it
+        self._registered().append(connection)
 
     def untrack(self, connection):
         self._readers.pop(connection, None)
+        registered = self._registered()
+        if registered and registered[-1] is connection:
+            registered.pop()
 
     def items(self):
         return list(self._readers.items())
@@ -43,12 +41,12 @@ class Connections:
         return iter(list(self._readers))
 
     def request_done(self, request):
-        """After the server closed `request` on this thread: forget every
-        connection registered here meanwhile, closing those that took its
-        place."""
+        """After the server closed `request` on this thread: forget what
+        handlers registered here meanwhile and did not forget themselves,
+        closing what took its place."""
         registered = self._registered()
-        for connection in list(registered):
-            registered.discard(connection)
+        while registered:
+            connection = registered.pop()
             self._readers.pop(connection, None)
             if connection is not request:
                 try:
@@ -60,7 +58,7 @@ class Connections:
         try:
             return self._local.registered
         except AttributeError:
-            self._local.registered = registered = weakref.WeakSet()
+            self._local.registered = registered = []
             return registered
 
 
