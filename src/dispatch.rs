@@ -13,7 +13,7 @@ use pyo3::types::{PyBytes, PyTuple};
 use crate::detach::detach;
 use crate::listener::{accept, address_to_py, recv_from, socket_kind, wrap_socket};
 use crate::pool::{Submitted, WorkerPool};
-use crate::serve::ServeLoop;
+use crate::serve::{owns, ServeLoop};
 use crate::sys::readable_now;
 
 /// Most requests queued per readiness.
@@ -111,7 +111,7 @@ impl FastPath {
     /// None as well once shutdown is requested, or a hook was set since
     /// this was built, so that a caller taking requests in a row stops there.
     fn take<'py>(&self, py: Python<'py>) -> PyResult<Option<Request<'py>>> {
-        if self.should_stop() {
+        if self.should_stop() || !self.open(py)? {
             return Ok(None);
         }
         match self.arrival {
@@ -150,7 +150,10 @@ impl FastPath {
             }
             // accept() would block when no connection waits; a datagram is
             // received without blocking and needs no poll(2) first.
-            if self.should_stop() || (taken > 0 && stream && !readable_now(self.fd)) {
+            if self.should_stop()
+                || !self.open(py)?
+                || (taken > 0 && stream && !readable_now(self.fd))
+            {
                 break;
             }
             let request = if stream {
@@ -180,6 +183,12 @@ impl FastPath {
     /// see the next request (the serve loop then decides again).
     fn should_stop(&self) -> bool {
         self.serve_loop.get().is_shutdown_requested() || hooks_version() != self.hooks_version
+    }
+
+    /// Whether the server socket still owns the descriptor taken from it:
+    /// once it is closed the number may belong to something else.
+    fn open(&self, py: Python<'_>) -> PyResult<bool> {
+        owns(self.socket.bind(py), self.fd)
     }
 
     fn accept_one<'py>(&self, py: Python<'py>) -> PyResult<Option<Request<'py>>> {

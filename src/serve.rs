@@ -14,7 +14,8 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use socket2::{Domain, Socket, Type};
 
@@ -42,10 +43,11 @@ struct Backoff {
 
 /// What `ServeLoop.wait()` tells the serve loop: stop (shutdown was
 /// requested), nothing to take (the poll interval passed, or a bounded
-/// pool is full), or a request to take.
+/// pool is full), a request to take, or the socket was closed.
 pub const STOP: u8 = 0;
 pub const IDLE: u8 = 1;
 pub const READY: u8 = 2;
+pub const CLOSED: u8 = 3;
 
 /// What a wait ended with.
 #[derive(PartialEq)]
@@ -55,6 +57,7 @@ enum Wait {
     Also,
     TimedOut,
     Woken,
+    Closed,
 }
 
 /// One per server: the shutdown request, the wake descriptor and the threads
@@ -117,20 +120,24 @@ impl ServeLoop {
     }
 
     /// One wait of the serve loop: READY when `fd` is readable, IDLE when
-    /// `poll_interval` passed, STOP once shutdown is requested. The GIL is
-    /// released meanwhile and signal handlers run every 100 ms at most.
-    /// After accept() ran out of resources it first pauses; while `pool` is
-    /// at its bound it waits for a free worker instead of the listener, so
-    /// that waiting clients stay in the kernel's backlog. `also`, when given,
-    /// is watched throughout: its readiness ends the wait with IDLE (the
-    /// connections still owing a handshake or a header, see arrivals.py).
-    #[pyo3(signature = (fd, poll_interval, pool = None, also = None))]
+    /// `poll_interval` passed, STOP once shutdown is requested, CLOSED once
+    /// `fd` is closed (`sock`, the socket object that owns it, if given, is
+    /// looked at between slices: a closed socket's number may be reused).
+    /// The GIL is released meanwhile and signal handlers run every 100 ms
+    /// at most. After accept() ran out of resources it first pauses; while
+    /// `pool` is at its bound it waits for a free worker instead of the
+    /// listener, so that waiting clients stay in the kernel's backlog.
+    /// `also`, when given, is watched throughout: its readiness ends the
+    /// wait with IDLE (the connections still owing a handshake or a header,
+    /// see arrivals.py).
+    #[pyo3(signature = (fd, poll_interval, pool = None, sock = None, also = None))]
     fn wait(
         &self,
         py: Python<'_>,
         fd: RawFd,
         poll_interval: Option<f64>,
         pool: Option<&Bound<'_, WorkerPool>>,
+        sock: Option<&Bound<'_, PyAny>>,
         also: Option<RawFd>,
     ) -> PyResult<u8> {
         let also = also.unwrap_or(-1);
@@ -138,25 +145,36 @@ impl ServeLoop {
             return Ok(STOP);
         }
         check_descriptor(fd)?;
+        let owner = sock.map(|sock| (sock, fd));
         let interval = poll_interval.map(|secs| Duration::from_secs_f64(secs.max(0.0)));
         if let Some(pause) = self.next_backoff(py) {
-            if self.wait_for(py, -1, -1, Some(pause), true)? == Wait::Woken {
-                return Ok(STOP);
+            match self.wait_for(py, -1, -1, Some(pause), true, owner)? {
+                Wait::Woken => return Ok(STOP),
+                Wait::Closed => return Ok(CLOSED),
+                _ => {}
             }
         }
         let outcome = match pool.map(Bound::get).filter(|pool| pool.is_full()) {
             Some(pool) => {
-                if self.wait_for(py, pool.free_slot_fd(), also, interval, true)? == Wait::Ready {
-                    pool.drain_free_slots();
+                match self.wait_for(py, pool.free_slot_fd(), also, interval, true, owner)? {
+                    Wait::Ready => {
+                        pool.drain_free_slots();
+                        Wait::TimedOut
+                    }
+                    Wait::Closed => Wait::Closed,
+                    _ => Wait::TimedOut,
                 }
-                Wait::TimedOut
             }
-            None => self.wait_for(py, fd, also, interval, true)?,
+            None => self.wait_for(py, fd, also, interval, true, owner)?,
         };
         if self.is_shutdown_requested() {
             return Ok(STOP);
         }
-        Ok(if outcome == Wait::Ready { READY } else { IDLE })
+        Ok(match outcome {
+            Wait::Ready => READY,
+            Wait::Closed => CLOSED,
+            _ => IDLE,
+        })
     }
 
     /// Report an accept() failure; out of descriptors or memory, the loop
@@ -239,13 +257,26 @@ impl ServeLoop {
         !self.lock_serving().is_empty()
     }
 
-    /// Wait until `fd` is readable or `timeout` seconds pass (None: no
-    /// limit), GIL released, signals checked. The wait of `handle_request()`.
-    #[pyo3(signature = (fd, timeout))]
-    fn wait_readable(&self, py: Python<'_>, fd: RawFd, timeout: Option<f64>) -> PyResult<bool> {
+    /// Wait until `fd` is readable (True) or `timeout` seconds pass (None:
+    /// no limit; False), GIL released, signals checked; None once `fd` (or
+    /// `sock`, as for `wait()`) is closed. The wait of `handle_request()`.
+    #[pyo3(signature = (fd, timeout, sock = None))]
+    fn wait_readable(
+        &self,
+        py: Python<'_>,
+        fd: RawFd,
+        timeout: Option<f64>,
+        sock: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<bool>> {
         check_descriptor(fd)?;
         let timeout = timeout.map(|secs| Duration::from_secs_f64(secs.max(0.0)));
-        Ok(self.wait_for(py, fd, -1, timeout, false)? == Wait::Ready)
+        Ok(
+            match self.wait_for(py, fd, -1, timeout, false, sock.map(|sock| (sock, fd)))? {
+                Wait::Ready => Some(true),
+                Wait::Closed => None,
+                _ => Some(false),
+            },
+        )
     }
 }
 
@@ -318,6 +349,8 @@ impl ServeLoop {
     /// Wait for `fd` or `also` (-1: none) to be readable (and, if
     /// `wakeable`, for a shutdown request) in slices of at most
     /// `SIGNAL_SLICE`, running signal handlers between them.
+    /// Closed: the descriptor polled was closed, or the socket of `owner`
+    /// no longer owns the descriptor named with it.
     fn wait_for(
         &self,
         py: Python<'_>,
@@ -325,6 +358,7 @@ impl ServeLoop {
         also: RawFd,
         timeout: Option<Duration>,
         wakeable: bool,
+        owner: Option<(&Bound<'_, PyAny>, RawFd)>,
     ) -> PyResult<Wait> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let wake_fd = if wakeable {
@@ -333,6 +367,11 @@ impl ServeLoop {
             -1
         };
         loop {
+            if let Some((sock, owned)) = owner {
+                if !owns(sock, owned)? {
+                    return Ok(Wait::Closed);
+                }
+            }
             let slice = match deadline {
                 Some(deadline) => deadline
                     .saturating_duration_since(Instant::now())
@@ -353,10 +392,7 @@ impl ServeLoop {
                         }
                     }
                     if listener.is_invalid() {
-                        return Err(PyOSError::new_err((
-                            sys::EBADF,
-                            "the server socket was closed while serving",
-                        )));
+                        return Ok(Wait::Closed);
                     }
                     if !listener.is_empty() {
                         return Ok(Wait::Ready);
@@ -386,9 +422,16 @@ impl ServeLoop {
     }
 }
 
+/// Whether `sock` still owns descriptor `fd` (a closed socket's fileno()
+/// is -1).
+pub fn owns(sock: &Bound<'_, PyAny>, fd: RawFd) -> PyResult<bool> {
+    let now: RawFd = sock.call_method0(intern!(sock.py(), "fileno"))?.extract()?;
+    Ok(now == fd)
+}
+
 /// A closed server's fileno() is -1: refuse it as the standard library's
 /// selector does, rather than wait on nothing.
-fn check_descriptor(fd: RawFd) -> PyResult<()> {
+pub fn check_descriptor(fd: RawFd) -> PyResult<()> {
     if fd < 0 {
         return Err(PyValueError::new_err(format!(
             "Invalid file descriptor: {fd}"
@@ -401,5 +444,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("STOP", STOP)?;
     m.add("IDLE", IDLE)?;
     m.add("READY", READY)?;
+    m.add("CLOSED", CLOSED)?;
     m.add_class::<ServeLoop>()
 }

@@ -64,6 +64,16 @@ impl ServerStats {
         self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Bytes received through a file the core does not make (over TLS).
+    fn count_received(&self, n: usize) {
+        self.io.received(n);
+    }
+
+    /// Bytes sent through a file the core does not make (over TLS).
+    fn count_sent(&self, n: usize) {
+        self.io.sent(n);
+    }
+
     /// The counters as a dict (the workers' are the pool's, added in Python).
     fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         // Finished first (paired with its Release): every take and hand-off

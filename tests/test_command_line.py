@@ -5,6 +5,7 @@ response by response; `run` runs unmodified programs built on the standard
 library's servers and passes their exit status through.
 """
 
+import errno
 import http.client
 import os
 import re
@@ -270,3 +271,15 @@ def test_http_stops_on_sigint(site):
     out, err = proc.communicate(timeout=IO_TIMEOUT)
     assert proc.returncode == 0, err
     assert "Keyboard interrupt received" in out
+
+
+@pytest.mark.parametrize("command", ["echo", "http"])
+def test_a_port_in_use_is_one_line_and_a_failure(command):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = str(taken.getsockname()[1])
+        proc = cli(command, "-b", "127.0.0.1", port)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"cannot listen on 127.0.0.1 port {port}: [Errno {errno.EADDRINUSE}] "
+        f"{os.strerror(errno.EADDRINUSE)}"
+    ]

@@ -172,8 +172,11 @@ def test_two_threads_writing_one_wfile_keep_each_write_whole(mod):
         assert rest[5:] == tag * 200, line[:40]
 
 
-@pytest.mark.parametrize("mod", [socketserver_rs, socketserver], ids=["rs", "std"])
-def test_two_threads_reading_one_rfile_each_get_whole_lines(mod):
+def test_two_threads_reading_one_rfile_each_get_whole_lines():
+    """Each readline() is whole (the standard module's BufferedReader may
+    split a line between two threads: its first look into the buffer is
+    unlocked)."""
+    mod = socketserver_rs
     got = []
 
     class TwoReaders(mod.StreamRequestHandler):

@@ -2,6 +2,7 @@
 README's table): TCP_NODELAY on accepted connections and the listen
 backlog; the class attributes themselves keep the standard values."""
 
+import errno
 import importlib.metadata
 import queue
 import select
@@ -131,3 +132,40 @@ def test_reuse_port_only_for_internet_families(unix_path):
         assert server.socket.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 0
     with Tcp(("127.0.0.1", 0), socketserver_rs.BaseRequestHandler) as server:
         assert server.socket.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 1
+
+
+def _held_port():
+    """A socket bound with SO_REUSEADDR, not listening (a server between
+    bind() and listen()): a second SO_REUSEADDR socket may bind its port,
+    one without it may not."""
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", 0))
+    return holder
+
+
+@pytest.mark.parametrize("module", [socketserver, socketserver_rs], ids=["std", "rs"])
+@pytest.mark.parametrize("where", ["subclass", "instance"])
+def test_an_explicit_allow_reuse_address_false_is_honoured(module, where):
+    # google-auth-oauthlib sets WSGIServer.allow_reuse_address = False and
+    # expects EADDRINUSE on a port that is taken.
+    class Server(module.TCPServer):
+        if where == "subclass":
+            allow_reuse_address = False
+
+    with _held_port() as holder:
+        server = Server(holder.getsockname(), module.BaseRequestHandler, bind_and_activate=False)
+        try:
+            if where == "instance":
+                server.allow_reuse_address = False
+            with pytest.raises(OSError) as caught:
+                server.server_bind()
+            assert caught.value.errno == errno.EADDRINUSE
+            assert server.socket.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) == 0
+        finally:
+            server.server_close()
+
+
+def test_allow_reuse_address_left_alone_gets_so_reuseaddr():
+    with socketserver_rs.TCPServer(("127.0.0.1", 0), socketserver_rs.BaseRequestHandler) as server:
+        assert server.socket.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) != 0

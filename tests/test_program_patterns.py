@@ -7,14 +7,17 @@ differ) and requires the same result.
 import contextvars
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import sysconfig
 import textwrap
+import warnings
+from pathlib import Path
 from unittest import mock
 
 import pytest
-from conftest import IO_TIMEOUT
+from conftest import IO_TIMEOUT, read_to_eof
 
 
 def test_context_variables_do_not_leak_between_requests(variant, runner):
@@ -102,6 +105,62 @@ def test_no_descriptor_leaks_when_socket_socket_is_mocked(ssmod):
             ssmod.TCPServer(("127.0.0.1", 0), ssmod.BaseRequestHandler, bind_and_activate=False)
     assert fake.call_count == 100
     assert _open_descriptors() - before == 0
+
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def _replacement(how):
+    """What a handler wraps the socket it was given in: TLS, as
+    websocket-server does for wss://, or a plain socket over the same
+    descriptor (the original is left detached either way)."""
+    if how == "plain":
+        return lambda sock: socket.socket(sock.family, sock.type, sock.proto, sock.detach())
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(DATA / "localhost.crt", DATA / "localhost.key")
+    return lambda sock: context.wrap_socket(sock, server_side=True)
+
+
+def _connect(address, how):
+    client = socket.create_connection(address, timeout=IO_TIMEOUT)
+    if how == "plain":
+        return client
+    context = ssl.create_default_context(cafile=str(DATA / "localhost.crt"))
+    return context.wrap_socket(client, server_hostname="localhost")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+@pytest.mark.parametrize("how", ["plain", "tls"])
+@pytest.mark.parametrize("server_class", ["TCPServer", "ThreadingTCPServer"])
+def test_websocket_server_replaces_its_socket_and_skips_finish(variant, runner, server_class, how):
+    """websocket-server's handler wraps the socket in __init__ and its
+    finish() does not call super().finish(): the connection must still be
+    closed when the handler is done."""
+    wrap = _replacement(how)
+
+    class WebSocketHandler(variant.mod.StreamRequestHandler):
+        def __init__(self, sock, client_address, server):
+            variant.mod.StreamRequestHandler.__init__(self, wrap(sock), client_address, server)
+
+        def handle(self):
+            self.wfile.write(self.rfile.readline().upper())
+
+        def finish(self):
+            pass  # the client left: websocket-server tells its callbacks
+
+    server = runner.track(variant.server_class(server_class)(("127.0.0.1", 0), WebSocketHandler))
+    variant.check_path(server)
+    runner.start(server)
+    before = _open_descriptors()
+    with warnings.catch_warnings():
+        if variant.name == "std":
+            # It closes the replacement only as the handler is collected.
+            warnings.simplefilter("ignore", ResourceWarning)
+        for _ in range(5):
+            with _connect(server.server_address, how) as client:
+                client.sendall(b"hello\n")
+                assert read_to_eof(client, 5.0) == (b"HELLO\n", True)
+    assert _open_descriptors() == before
 
 
 GREEN_SERVERS = """

@@ -183,7 +183,8 @@ def rebind_after_close(mod, reuse):
             self.request.sendall(b"ok")
 
     class Server(mod.TCPServer):
-        allow_reuse_address = reuse
+        if reuse:
+            allow_reuse_address = True
 
     server = Server(("127.0.0.1", 0), Handler)
     try:
@@ -207,8 +208,9 @@ def rebind_after_close(mod, reuse):
 def test_rebind_after_close_works_at_once(reuse):
     # The standard module needs allow_reuse_address for this (a served
     # connection usually leaves TIME_WAIT behind, though not always: timing
-    # decides, so it is not asserted here); TCP servers here always set
-    # SO_REUSEADDR on POSIX, which still refuses a port that is listened on
+    # decides, so it is not asserted here); TCP servers here set
+    # SO_REUSEADDR on POSIX unless allow_reuse_address is set to False,
+    # which still refuses a port that is listened on
     # (test_a_listened_port_is_still_refused).
     assert rebind_after_close(socketserver_rs, reuse)
 
@@ -296,3 +298,109 @@ def stream_client(address):
     import socket
 
     return socket.create_connection(address, timeout=IO_TIMEOUT)
+
+
+RUNS = 20
+
+
+class _ThreadErrors:
+    """threading.excepthook captured: what escaped a thread's target."""
+
+    def __enter__(self):
+        self.errors = []
+        self._previous = threading.excepthook
+        threading.excepthook = lambda args: self.errors.append(args.exc_value)
+        return self.errors
+
+    def __exit__(self, *exc):
+        threading.excepthook = self._previous
+
+
+def _waiting(thread):
+    # Whether `thread` waits in handle_request()'s wait: selectors' select()
+    # on the standard module, the core's wait under _wait_readable() here.
+    frame = sys._current_frames().get(thread.ident)
+    return frame is not None and frame.f_code.co_name in ("select", "_wait_readable")
+
+
+def _closing_server(variant, name):
+    class Ok(variant.mod.BaseRequestHandler):
+        def handle(self):
+            self.request.sendall(b"ok")
+
+    server = variant.server_class(name)(("127.0.0.1", 0), Ok)
+    variant.check_path(server)
+    return server
+
+
+@pytest.mark.parametrize("name", ["TCPServer", "ThreadingTCPServer"])
+def test_server_close_while_handle_request_waits(variant, name):
+    """msal's AuthCodeReceiver: one thread in handle_request() with a
+    timeout, another calls server_close(); the waiting thread returns None
+    (at the timeout on the standard module), never raising."""
+    with _ThreadErrors() as errors:
+        for _ in range(RUNS):
+            assert _close_while_handle_request_waits(_closing_server(variant, name)) == [None]
+            assert errors == []
+
+
+def _close_while_handle_request_waits(server):
+    """What handle_request() returned in its thread."""
+    server.timeout = 0.2
+    returned = []
+    waiter = threading.Thread(target=lambda: returned.append(server.handle_request()))
+    waiter.start()
+    assert wait_until(lambda: _waiting(waiter)), "handle_request() did not wait"
+    server.server_close()
+    waiter.join(IO_TIMEOUT)
+    assert not waiter.is_alive()
+    return returned
+
+
+@pytest.mark.parametrize("name", ["TCPServer", "ThreadingTCPServer"])
+@pytest.mark.parametrize("how", ["socket.close-shutdown", "server_close-shutdown"])
+def test_closing_the_socket_while_serve_forever_runs(variant, name, how):
+    """fsspec's teardown closes server.socket, then calls shutdown(); others
+    call server_close() with the loop still running, and shutdown() after.
+    serve_forever() ends without an exception."""
+    with _ThreadErrors() as errors:
+        for _ in range(RUNS):
+            server = _closing_server(variant, name)
+            serving = threading.Thread(target=server.serve_forever, args=(0.05,))
+            serving.start()
+            # One request answered: the loop is past its start.
+            assert stream_request(server.server_address, b"") == b"ok"
+            if how == "socket.close-shutdown":
+                server.socket.close()
+            else:
+                server.server_close()
+            if variant.path is not None:
+                # Ours returns once the socket is closed, before shutdown().
+                serving.join(IO_TIMEOUT)
+                assert not serving.is_alive()
+            server.shutdown()
+            serving.join(IO_TIMEOUT)
+            server.server_close()
+            assert not serving.is_alive()
+            assert errors == []
+
+
+@pytest.mark.parametrize("name", ["TCPServer", "ThreadingTCPServer"])
+def test_server_close_ends_the_event_driven_message_loop(name):
+    """The same with message handlers, served without a thread each."""
+
+    class Echo(socketserver_rs.MessageRequestHandler):
+        def handle_message(self, message):
+            return message
+
+    with _ThreadErrors() as errors:
+        for _ in range(RUNS):
+            server = getattr(socketserver_rs, name)(("127.0.0.1", 0), Echo)
+            serving = threading.Thread(target=server.serve_forever, args=(0.05,))
+            serving.start()
+            with socketserver_rs.MessageClient(server.server_address) as client:
+                assert client.request(b"ping") == b"ping"
+            server.server_close()
+            serving.join(IO_TIMEOUT)
+            assert not serving.is_alive()
+            assert errors == []

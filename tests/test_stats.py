@@ -1,10 +1,12 @@
 """server.stats(): live counters kept in the core."""
 
 import socket
+import ssl
 import threading
+from pathlib import Path
 
 import pytest
-from conftest import IO_TIMEOUT, wait_until
+from conftest import IO_TIMEOUT, read_to_eof, wait_until
 
 import socketserver_rs
 
@@ -88,3 +90,33 @@ def test_datagrams_are_requests(runner):
             client.sendto(b"x", server.server_address)
             assert client.recv(8) == b"X"
     assert wait_until(lambda: server.stats()["requests_total"] == 5)
+
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.mark.parametrize("wbufsize", [0, -1], ids=["unbuffered", "buffered"])
+@pytest.mark.parametrize("threaded", [False, True], ids=["plain", "threading"])
+def test_bytes_are_counted_over_tls(runner, threaded, wbufsize):
+    """rfile and wfile come from makefile() over TLS: their bytes (the
+    application's, not the records') count as over the core's files."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(DATA / "localhost.crt", DATA / "localhost.key")
+    base = socketserver_rs.ThreadingTCPServer if threaded else socketserver_rs.TCPServer
+
+    class LineEcho(socketserver_rs.StreamRequestHandler):
+        def handle(self):
+            self.wfile.write(self.rfile.readline())
+
+    LineEcho.wbufsize = wbufsize
+    server = runner.track(base(("127.0.0.1", 0), LineEcho, ssl_context=context))
+    runner.start(server)
+    client_context = ssl.create_default_context(cafile=str(DATA / "localhost.crt"))
+    for _ in range(3):
+        with socket.create_connection(server.server_address, timeout=IO_TIMEOUT) as raw:
+            with client_context.wrap_socket(raw, server_hostname="localhost") as client:
+                client.sendall(b"abc\n")
+                assert read_to_eof(client) == (b"abc\n", True)
+    assert wait_until(lambda: server.stats()["requests_active"] == 0)
+    stats = server.stats()
+    assert (stats["bytes_received"], stats["bytes_sent"]) == (3 * 4, 3 * 4)

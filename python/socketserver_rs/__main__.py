@@ -13,6 +13,7 @@ import os
 import runpy
 import socket
 import sys
+import traceback
 
 import socketserver_rs as socketserver
 from socketserver_rs._core import __version__
@@ -85,19 +86,21 @@ def run_echo(args, parser):
 
 
 @contextlib.contextmanager
-def _http_command_line(prog):
+def _http_command_line(prog, parsed):
     """Inside: http.server's parser calls itself `prog`, and a port out of
     range is a usage error (http.server's own parser takes any int, and the
-    bind() that follows ends in a traceback)."""
+    bind() that follows ends in a traceback). The arguments it parses are
+    appended to `parsed`."""
     parse_args = argparse.ArgumentParser.parse_args
 
     def checked(self, args=None, namespace=None):
         self.prog = prog
-        parsed = parse_args(self, args, namespace)
-        port = getattr(parsed, "port", None)
+        result = parse_args(self, args, namespace)
+        port = getattr(result, "port", None)
         if isinstance(port, int) and not 0 <= port <= 65535:
             self.error(f"argument port: port must be 0-65535, not {port}")
-        return parsed
+        parsed.append(result)
+        return result
 
     argparse.ArgumentParser.parse_args = checked
     try:
@@ -106,12 +109,27 @@ def _http_command_line(prog):
         argparse.ArgumentParser.parse_args = parse_args
 
 
+def _while_serving(traceback_):
+    serve_forever = socketserver.BaseServer.serve_forever.__code__
+    return any(frame.f_code is serve_forever for frame, _ in traceback.walk_tb(traceback_))
+
+
 def run_http(http_args):
-    """`python -m http.server` of this interpreter, on the core."""
+    """`python -m http.server` of this interpreter, on the core. A server
+    that cannot be set up (its port in use, say) is one line, as for echo."""
     socketserver.patch()
     sys.argv[1:] = http_args
-    with _http_command_line(f"{PROG} http"):
-        runpy.run_module("http.server", run_name="__main__", alter_sys=True)
+    parsed = []
+    prog = f"{PROG} http"
+    try:
+        with _http_command_line(prog, parsed):
+            runpy.run_module("http.server", run_name="__main__", alter_sys=True)
+    except OSError as err:
+        if not parsed or _while_serving(err.__traceback__):
+            raise
+        args = parsed[-1]
+        where = f"{args.bind} port {args.port}" if args.bind else f"port {args.port}"
+        sys.exit(f"cannot listen on {where}: {err}")
     return 0
 
 

@@ -7,6 +7,7 @@ __all__ = [
     "STOP",
     "IDLE",
     "READY",
+    "CLOSED",
     "set_reuse",
     "ServeLoop",
     "FastPath",
@@ -41,6 +42,7 @@ __version__: str
 STOP: int
 IDLE: int
 READY: int
+CLOSED: int
 
 def set_reuse(fd: int, address: bool, port: bool) -> None:
     """Set SO_REUSEADDR / SO_REUSEPORT on a socket before it is bound."""
@@ -66,11 +68,13 @@ class ServeLoop:
         fd: int,
         poll_interval: Optional[float],
         pool: Optional[WorkerPool] = None,
+        sock: Optional[Any] = None,
         also: Optional[int] = None,
     ) -> int:
         """READY when fd is readable, IDLE when poll_interval passed (or a
         bounded pool stayed full, or also became readable), STOP once
-        shutdown is requested. GIL released; signals checked. Backs off
+        shutdown is requested, CLOSED once fd is closed (or sock, the socket
+        owning it, no longer does). GIL released; signals checked. Backs off
         after accept() ran out of resources; while pool is at its bound,
         waits for a free worker instead of the listener."""
     def accept_failed(self, errno: int) -> None:
@@ -85,8 +89,11 @@ class ServeLoop:
     def shutdown_requested(self) -> bool: ...
     @property
     def serving(self) -> bool: ...
-    def wait_readable(self, fd: int, timeout: Optional[float]) -> bool:
-        """Wait until fd is readable or timeout seconds pass (None: no limit)."""
+    def wait_readable(
+        self, fd: int, timeout: Optional[float], sock: Optional[Any] = None
+    ) -> Optional[bool]:
+        """Wait until fd is readable (True) or timeout seconds pass (None:
+        no limit; False); None once fd (or sock, as for wait()) is closed."""
 
 def hooks_changed() -> None:
     """A request hook was set or deleted on a server."""
@@ -204,6 +211,10 @@ class ServerStats:
     def request_handed_off(self) -> None: ...
     def request_finished(self) -> None: ...
     def error(self) -> None: ...
+    def count_received(self, n: int) -> None:
+        """Bytes received through a file the core does not make (over TLS)."""
+    def count_sent(self, n: int) -> None:
+        """Bytes sent through a file the core does not make (over TLS)."""
     def snapshot(self) -> dict[str, int]:
         """requests_total, requests_active, errors, accept_errors,
         bytes_received, bytes_sent."""

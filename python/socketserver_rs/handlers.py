@@ -1,9 +1,10 @@
 """The request handler classes."""
 
+import io
 import socket
 from io import BufferedIOBase, BytesIO
 
-from socketserver_rs import _core
+from socketserver_rs import _core, connections
 from socketserver_rs.cooperative import cooperative
 
 __all__ = ["BaseRequestHandler", "StreamRequestHandler", "DatagramRequestHandler"]
@@ -49,8 +50,9 @@ class StreamRequestHandler(BaseRequestHandler):
     """Define self.rfile and self.wfile for stream sockets.
 
     Over a plain socket.socket, rfile and wfile are the core's buffered
-    reader and writer; over anything else (an SSL socket, say) they come
-    from makefile(), as in the standard library.
+    reader and writer; over anything else (an SSL socket, say) they are
+    what makefile() makes, as in the standard library, counting their
+    bytes for the server's stats().
     """
 
     # Default buffer sizes for rfile, wfile.
@@ -87,12 +89,15 @@ class StreamRequestHandler(BaseRequestHandler):
             self.wfile = _core.SocketWriter(self.connection, self.wbufsize, _stats_of(server))
             _track(server, self.connection, self.rfile)
             return
-        self.rfile = self.connection.makefile("rb", self.rbufsize)
+        server = getattr(self, "server", None)
+        counted = isinstance(self.connection, socket.socket) and not cooperative()
+        stats = _stats_of(server) if counted else None
+        self.rfile = _makefile(self.connection, "rb", self.rbufsize, stats)
         if self.wbufsize == 0:
-            self.wfile = _SocketWriter(self.connection)
+            self.wfile = _SocketWriter(self.connection, stats)
         else:
-            self.wfile = self.connection.makefile("wb", self.wbufsize)
-        _track(getattr(self, "server", None), self.connection, None)
+            self.wfile = _makefile(self.connection, "wb", self.wbufsize, stats)
+        _track(server, self.connection, None)
 
     def finish(self):
         try:
@@ -119,17 +124,52 @@ def _stats_of(server):
 
 
 def _track(server, connection, reader):
-    # The server's open connections, for drain() and server_close()'s
-    # deadline: the connection and, over the core's rfile, its reader.
-    connections = getattr(server, "__dict__", {}).get("_BaseServer__connections")
-    if connections is not None:
-        connections[connection] = reader
+    # The server's open connections (see connections.py): the connection
+    # and, over the core's rfile, its reader.
+    registry = connections.of(server)
+    if registry is not None:
+        registry.track(connection, reader)
 
 
 def _untrack(server, connection):
-    connections = getattr(server, "__dict__", {}).get("_BaseServer__connections")
-    if connections is not None:
-        connections.pop(connection, None)
+    registry = connections.of(server)
+    if registry is not None:
+        registry.untrack(connection)
+
+
+def _makefile(sock, mode, bufsize, stats):
+    """sock.makefile(mode, bufsize), as socket.makefile() builds a binary
+    one, with its bytes counted in `stats` (if not None). Sizes it may
+    treat apart (1: line buffering) are left to makefile()."""
+    if stats is None or type(bufsize) is not int or bufsize == 1:
+        return sock.makefile(mode, bufsize)
+    raw = _CountingSocketIO(sock, mode[0], stats)
+    sock._io_refs += 1
+    if bufsize < 0:
+        bufsize = io.DEFAULT_BUFFER_SIZE
+    if bufsize == 0:
+        return raw
+    return (io.BufferedReader if mode == "rb" else io.BufferedWriter)(raw, bufsize)
+
+
+class _CountingSocketIO(socket.SocketIO):
+    """A SocketIO counting the bytes it moves in a server's stats."""
+
+    def __init__(self, sock, mode, stats):
+        super().__init__(sock, mode)
+        self._stats = stats
+
+    def readinto(self, b):
+        n = super().readinto(b)
+        if n:
+            self._stats.count_received(n)
+        return n
+
+    def write(self, b):
+        n = super().write(b)
+        if n:
+            self._stats.count_sent(n)
+        return n
 
 
 def _core_buffering(size):
@@ -143,8 +183,9 @@ class _SocketWriter(BufferedIOBase):
 
     Does not hold data in a buffer, avoiding any need to call flush()."""
 
-    def __init__(self, sock):
+    def __init__(self, sock, stats=None):
         self._sock = sock
+        self._stats = stats
 
     def writable(self):
         return True
@@ -152,6 +193,8 @@ class _SocketWriter(BufferedIOBase):
     def write(self, b):
         self._sock.sendall(b)
         with memoryview(b) as view:
+            if self._stats is not None:
+                self._stats.count_sent(view.nbytes)
             return view.nbytes
 
     def fileno(self):

@@ -44,7 +44,7 @@ import io
 import os
 import socket
 
-from socketserver_rs import _core
+from socketserver_rs import _core, connections
 from socketserver_rs.fast_path import HookWatch, hooks_are_standard
 from socketserver_rs.messages import MessageRequestHandler
 
@@ -265,6 +265,9 @@ class Messages:
             _release(self.sockets.pop(conn_id))
             raise
         handler.rfile = _LoopReadsThis(getattr(handler, "rfile", None), request)
+        registry = connections.of(server)
+        if registry is not None:
+            registry.owned_elsewhere(getattr(handler, "connection", request))
         self.handlers[conn_id] = handler
 
     def run(self, conn_id, handler, message):

@@ -231,11 +231,12 @@ def _spawner(server, threads):
 
 
 def _process_request_thread(server, request, client_address):
-    connections = server.__dict__.get("_BaseServer__connections", {})
-    _serve_on_worker(server._serve_loop().stats, connections, server, request, client_address)
+    stats = server._serve_loop().stats
+    registry = server.__dict__["_BaseServer__connections"]
+    _serve_on_worker(stats, registry, server, request, client_address)
 
 
-def _serve_on_worker(stats, connections, server, request, client_address):
+def _serve_on_worker(stats, registry, server, request, client_address):
     # What a worker does with a request: the TLS handshake still owed, if
     # any, then process_request_thread(); the fast path binds the first two
     # arguments once per serve_forever().
@@ -244,8 +245,7 @@ def _serve_on_worker(stats, connections, server, request, client_address):
             server.process_request_thread(request, client_address)
     finally:
         stats.request_finished()
-        # Should a handler's finish() not have untracked it (see handlers.py).
-        connections.pop(request, None)
+        registry.request_done(request)
 
 
 @standard_hooks

@@ -18,7 +18,7 @@ import threading
 import time
 from functools import partial
 
-from socketserver_rs import _core, message_loop
+from socketserver_rs import _core, connections, message_loop
 from socketserver_rs.arrivals import Arrivals
 from socketserver_rs.cooperative import cooperative
 from socketserver_rs.fast_path import (
@@ -50,15 +50,26 @@ def _is_tcp(sock):
     return sock.family in _TCP_FAMILIES and sock.type == socket.SOCK_STREAM
 
 
-def _reuse_by_default(sock):
-    return os.name == "posix" and sock.family in _TCP_FAMILIES and sock.type == socket.SOCK_STREAM
+def _inherited_from(server, name, owner):
+    """Whether `name` is `owner`'s own value, set on neither the instance
+    nor a subclass: our better default may then stand in for it."""
+    if name in vars(server):
+        return False
+    return next((cls for cls in type(server).__mro__ if name in vars(cls)), None) is owner
+
+
+def _reuse_by_default(server):
+    sock = server.socket
+    return (
+        os.name == "posix"
+        and sock.family in _TCP_FAMILIES
+        and sock.type == socket.SOCK_STREAM
+        and _inherited_from(server, "allow_reuse_address", TCPServer)
+    )
 
 
 def _backlog(server):
-    for cls in type(server).__mro__:
-        if "request_queue_size" in vars(cls):
-            break
-    if cls is TCPServer and "request_queue_size" not in vars(server):
+    if _inherited_from(server, "request_queue_size", TCPServer):
         return socket.SOMAXCONN
     return server.request_queue_size
 
@@ -79,6 +90,12 @@ def _client_went_away(exc):
         return True
     ssl = sys.modules.get("ssl")
     return ssl is not None and isinstance(exc, ssl.SSLEOFError)
+
+
+def _owner(server, fd):
+    """The server's socket, if it owns `fd`: closing it ends the waits."""
+    sock = getattr(server, "socket", None)
+    return sock if isinstance(sock, socket.socket) and sock.fileno() == fd else None
 
 
 def _new_serve_loop():
@@ -145,7 +162,7 @@ class BaseServer:
     def __init__(self, server_address, RequestHandlerClass):
         """Constructor.  May be extended, do not override."""
         self.__loop = _new_serve_loop()
-        self.__connections = {}
+        self.__connections = connections.Connections()
         self.server_address = server_address
         self.RequestHandlerClass = RequestHandlerClass
         self.__is_shut_down = threading.Event()
@@ -166,7 +183,7 @@ class BaseServer:
         except KeyError:
             loop = self.__dict__.setdefault("_BaseServer__loop", _new_serve_loop())
             self.__dict__.setdefault("_BaseServer__is_shut_down", threading.Event())
-            self.__dict__.setdefault("_BaseServer__connections", {})
+            self.__dict__.setdefault("_BaseServer__connections", connections.Connections())
             return loop
 
     # The standard library keeps the request in this name-mangled attribute;
@@ -193,7 +210,9 @@ class BaseServer:
         another thread.
 
         The wait happens in the core with the GIL released; shutdown()
-        wakes it at once, and signals are handled within 100 ms.
+        wakes it at once, and signals are handled within 100 ms. Closing
+        the server's socket (server_close() from another thread) makes it
+        return within 100 ms.
         """
         loop = self._serve_loop()
         is_shut_down = self.__dict__["_BaseServer__is_shut_down"]
@@ -210,16 +229,18 @@ class BaseServer:
             if type(handle) is message_loop.Messages:
                 return handle.serve(poll_interval, actions, hooks)
             fd = self.fileno()
+            sock = _owner(self, fd)
             wait = loop.wait
             pool = self._bounded_pool()
             while True:
                 if arrivals:
                     # Connections owe a handshake or a header: wait on them
                     # too, and no longer than their first deadline.
-                    event = wait(fd, arrivals.timeout(poll_interval), pool, arrivals.fileno())
+                    timeout = arrivals.timeout(poll_interval)
+                    event = wait(fd, timeout, pool, sock, arrivals.fileno())
                 else:
-                    event = wait(fd, poll_interval, pool)
-                if event == _core.STOP:
+                    event = wait(fd, poll_interval, pool, sock)
+                if event == _core.STOP or event == _core.CLOSED:
                     break
                 if event == _core.READY:
                     if hooks.moved():
@@ -268,8 +289,10 @@ class BaseServer:
                 self.service_actions()
 
     def _wait_readable(self, timeout):
+        # None: the socket was closed meanwhile.
         if not cooperative():
-            return self._serve_loop().wait_readable(self.fileno(), timeout)
+            fd = self.fileno()
+            return self._serve_loop().wait_readable(fd, timeout, _owner(self, fd))
         with selectors.DefaultSelector() as selector:
             selector.register(self, selectors.EVENT_READ)
             return bool(selector.select(timeout))
@@ -316,7 +339,7 @@ class BaseServer:
         import logging
 
         running = self._serve_loop().stats.snapshot()["requests_active"]
-        for connection in list(self.__dict__["_BaseServer__connections"]):
+        for connection in self.__dict__["_BaseServer__connections"]:
             _shut(connection, socket.SHUT_RDWR)
         message_loop.close_connections(self, shut=True)
         if running:
@@ -332,7 +355,8 @@ class BaseServer:
         requests_total and requests_active (a request is a connection on a
         stream server, a datagram on a datagram server), errors (requests
         whose exception went to handle_error()), accept_errors,
-        bytes_received and bytes_sent (through the core's rfile/wfile);
+        bytes_received and bytes_sent (through a StreamRequestHandler's
+        rfile/wfile; over TLS the application's bytes);
         threading servers add workers_busy and workers_idle."""
         return self._serve_loop().stats.snapshot()
 
@@ -346,14 +370,18 @@ class BaseServer:
     def handle_request(self):
         """Handle one request, possibly blocking.
 
-        Respects self.timeout.
+        Respects self.timeout. Returns None, without waiting out the
+        timeout, once the server's socket is closed from another thread.
         """
         timeout = self.socket.gettimeout()
         if timeout is None:
             timeout = self.timeout
         elif self.timeout is not None:
             timeout = min(timeout, self.timeout)
-        if self._wait_readable(timeout):
+        ready = self._wait_readable(timeout)
+        if ready is None:
+            return None
+        if ready:
             return self._handle_request_noblock()
         return self.handle_timeout()
 
@@ -405,6 +433,7 @@ class BaseServer:
             self._process_counted(request, client_address, failure)
         finally:
             self._serve_loop().stats.request_finished()
+            self._request_done(request)
 
     def _process_taken(self, request, client_address):
         """process_request() for a request that waited in Arrivals, which
@@ -413,6 +442,13 @@ class BaseServer:
             self._process_counted(request, client_address)
         finally:
             self._serve_loop().stats.request_finished()
+            self._request_done(request)
+
+    def _request_done(self, request):
+        # What a handler run on this thread registered and left open.
+        registry = connections.of(self)
+        if registry is not None:
+            registry.request_done(request)
 
     def _process_counted(self, request, client_address, failure=None):
         # process_request(), or handle_error() for `failure`; the caller
@@ -568,7 +604,7 @@ class BaseServer:
         # verify_request(), process_request() and finish_request() inlined.
         end_request = self.shutdown_request
         stats = self._serve_loop().stats
-        connections = self.__dict__["_BaseServer__connections"]
+        registry = connections.of(self)
         for _ in range(batch):
             taken = take()
             if taken is None:
@@ -587,8 +623,7 @@ class BaseServer:
                 end_request(request)
             finally:
                 stats.request_finished()
-                # Should a handler's finish() not have untracked it.
-                connections.pop(request, None)
+                registry.request_done(request)
 
     def _fast_path(self, loop):
         sock = getattr(self, "socket", None)
@@ -700,12 +735,14 @@ class TCPServer(BaseServer):
 
         May be overridden.
 
-        A stream socket of an IP family always gets SO_REUSEADDR on POSIX
-        (as asyncio does): a restarted server can bind its port at once
-        despite connections in TIME_WAIT, and it still cannot bind a port
-        another socket listens on.
+        A stream socket of an IP family gets SO_REUSEADDR on POSIX (as
+        asyncio does) while allow_reuse_address is left at the standard
+        default: a restarted server can bind its port at once despite
+        connections in TIME_WAIT, and it still cannot bind a port another
+        socket listens on. A value set by a subclass or instance is used as
+        given.
         """
-        reuse_address = bool(self.allow_reuse_address) or _reuse_by_default(self.socket)
+        reuse_address = bool(self.allow_reuse_address) or _reuse_by_default(self)
         reuse_address = reuse_address and hasattr(socket, "SO_REUSEADDR")
         # Linux (6.12.9 on) refuses SO_REUSEPORT for families other than
         # AF_INET/AF_INET6; the standard module skips it there from 3.14.

@@ -27,7 +27,7 @@ mod message;
 use crate::detach::detach;
 use crate::errors::os_error;
 use crate::listener::{accept, address_to_py, socket_kind, wrap_socket};
-use crate::serve::ServeLoop;
+use crate::serve::{check_descriptor, owns, ServeLoop};
 use crate::stream::codec::{decode_header, encode_header, max_size_arg, FrameError, HEADER_LEN};
 use crate::sys::{self, is_resource_exhaustion, readable_now, PollEvent, Poller, MSG_DONTWAIT};
 use pyo3::exceptions::PyValueError;
@@ -105,6 +105,8 @@ pub struct MessageLoop {
     state: Mutex<State>,
     spare: Arc<SpareBuffers>,
     listener: RawFd,
+    /// The listening socket object: once it is closed, serving ends.
+    socket: Py<PyAny>,
     nodelay: bool,
     max_size: usize,
     socket_class: Py<PyAny>,
@@ -138,6 +140,7 @@ impl MessageLoop {
         let max_size = max_size_arg(max_message_size)?;
         let deadlines = Deadlines::new(seconds_arg(timeout)?, seconds_arg(idle_timeout)?);
         let listener: RawFd = socket.call_method0(intern!(py, "fileno"))?.extract()?;
+        check_descriptor(listener)?;
         let socket_kind = socket_kind(&socket)?;
         let (wake_read, wake_write) =
             Socket::pair(Domain::UNIX, Type::STREAM, None).map_err(os_error)?;
@@ -167,6 +170,7 @@ impl MessageLoop {
             nodelay,
             max_size,
             socket_class: socket.get_type().into_any().unbind(),
+            socket: socket.unbind(),
             socket_kind,
             serve_loop,
             deadlines,
@@ -182,8 +186,9 @@ impl MessageLoop {
     /// `Message` from `LARGE_MESSAGE` bytes on), CLOSED
     /// (the client closed between messages) with None, FAILED with the
     /// exception that ended the connection. Empty when the time passed;
-    /// None once shutdown is requested, unless `draining` (drain() serves
-    /// the connections left after the shutdown). The GIL is released while
+    /// None once shutdown is requested or the listening socket closed,
+    /// unless `draining` (drain() serves the connections left after the
+    /// shutdown). The GIL is released while
     /// waiting and signal handlers run every 100 ms at most. A connection
     /// that was reported ended is no longer watched: its socket is
     /// Python's to close.
@@ -198,7 +203,7 @@ impl MessageLoop {
         let serve_loop = self.serve_loop.get();
         let stopped = || !draining && serve_loop.is_shutdown_requested();
         loop {
-            if stopped() {
+            if stopped() || (!draining && !owns(self.socket.bind(py), self.listener)?) {
                 return Ok(None);
             }
             let slice = match deadline {

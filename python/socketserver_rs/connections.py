@@ -1,0 +1,77 @@
+"""A server's open stream connections, for drain() and server_close()'s
+deadline, and for closing what a handler leaves open.
+
+StreamRequestHandler.setup() registers its connection (and, over the
+core's rfile, its reader) and finish() forgets it. A handler may replace
+the socket it was given (websocket-server wraps it for TLS) and a finish()
+that does not call super() forgets nothing: once the server has closed the
+request it handed out, request_done() forgets and closes whatever handlers
+registered on that thread meanwhile and did not forget, as the standard
+module's handler would have closed it on being collected.
+"""
+
+import threading
+
+__all__ = ["Connections", "of"]
+
+
+class Connections:
+    """The registry: each connection with its reader (or None)."""
+
+    def __init__(self):
+        self._readers = {}
+        # Per thread: the connections registered since its last request
+        # ended that finish() has not forgotten.
+        self._local = threading.local()
+
+    def track(self, connection, reader):
+        self._readers[connection] = reader
+        self._registered().append(connection)
+
+    def untrack(self, connection):
+        self._readers.pop(connection, None)
+        registered = self._registered()
+        if registered and registered[-1] is connection:
+            registered.pop()
+
+    def owned_elsewhere(self, connection):
+        """`connection` outlives the request that registered it on this
+        thread (an event-driven one: the message loop ends it)."""
+        registered = self._registered()
+        for i in range(len(registered) - 1, -1, -1):
+            if registered[i] is connection:
+                del registered[i]
+                return
+
+    def items(self):
+        return list(self._readers.items())
+
+    def __iter__(self):
+        return iter(list(self._readers))
+
+    def request_done(self, request):
+        """After the server closed `request` on this thread: forget what
+        handlers registered here meanwhile and did not forget themselves,
+        closing what took its place."""
+        registered = self._registered()
+        while registered:
+            connection = registered.pop()
+            self._readers.pop(connection, None)
+            if connection is not request:
+                try:
+                    connection.close()
+                except OSError:
+                    pass  # already closed or reset
+
+    def _registered(self):
+        try:
+            return self._local.registered
+        except AttributeError:
+            self._local.registered = registered = []
+            return registered
+
+
+def of(server):
+    """The registry of `server`, if it is one of ours that has one."""
+    registry = getattr(server, "__dict__", {}).get("_BaseServer__connections")
+    return registry if type(registry) is Connections else None
