@@ -22,6 +22,7 @@ where
     F: Ungil + Send + FnOnce() -> T,
     T: Ungil + Send,
 {
+    crate::locks::assert_unlocked("the interpreter is released and taken again");
     py.detach(|| {
         let out = f();
         if interpreter_finalizing() && !on_main_thread() {

@@ -6,6 +6,7 @@ mod detach;
 mod dispatch;
 mod errors;
 mod listener;
+mod locks;
 mod message_loop;
 mod pool;
 mod proxy;

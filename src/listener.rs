@@ -126,6 +126,7 @@ pub fn wrap_socket<'py>(
     fd: RawFd,
 ) -> PyResult<Bound<'py, PyAny>> {
     let (family, sock_type, proto) = (kind.get_item(0)?, kind.get_item(1)?, kind.get_item(2)?);
+    crate::locks::assert_unlocked("a socket object is made");
     match socket_class.call1((family, sock_type, proto, fd)) {
         Ok(sock) => Ok(sock),
         Err(err) => {

@@ -6,9 +6,10 @@
 //! lower than one thread per request) and idle workers retire after
 //! `idle_timeout`.
 
+use crate::locks::{Guard, Lock};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar};
 use std::time::Duration;
 
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
@@ -90,7 +91,7 @@ impl Counts {
 
 struct Shared {
     jobs: Receiver<Job>,
-    counts: Mutex<Counts>,
+    counts: Lock<Counts>,
     /// Signalled whenever a worker becomes free.
     freed: Condvar,
     idle_timeout: Duration,
@@ -100,10 +101,8 @@ struct Shared {
 }
 
 impl Shared {
-    fn counts(&self) -> MutexGuard<'_, Counts> {
-        self.counts
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+    fn counts(&self) -> Guard<'_, Counts> {
+        self.counts.lock()
     }
 
     /// A worker became free (or left) while the pool was at its bound.
@@ -134,7 +133,7 @@ pub enum Submitted {
 #[pyclass(frozen, weakref, module = "socketserver_rs._core")]
 pub struct WorkerPool {
     shared: Arc<Shared>,
-    sender: Mutex<Option<Sender<Job>>>,
+    sender: Lock<Option<Sender<Job>>>,
     /// `spawn(worker)` starts a thread running `worker` (a `Worker`).
     spawn: Py<PyAny>,
 }
@@ -167,7 +166,7 @@ impl WorkerPool {
         Ok(Self {
             shared: Arc::new(Shared {
                 jobs,
-                counts: Mutex::new(Counts {
+                counts: Lock::new(Counts {
                     max: max_workers.map(|max| max.max(1)),
                     ..Counts::default()
                 }),
@@ -175,7 +174,7 @@ impl WorkerPool {
                 idle_timeout,
                 free_slots,
             }),
-            sender: Mutex::new(Some(sender)),
+            sender: Lock::new(Some(sender)),
             spawn,
         })
     }
@@ -248,9 +247,8 @@ impl WorkerPool {
             let shared = &self.shared;
             detach(py, || {
                 let counts = shared.counts();
-                let _ = shared
-                    .freed
-                    .wait_timeout_while(counts, SIGNAL_SLICE, |counts| counts.at_bound());
+                let _ = counts
+                    .wait_timeout_while(&shared.freed, SIGNAL_SLICE, |counts| counts.at_bound());
             });
             py.check_signals()?;
         };
@@ -259,6 +257,7 @@ impl WorkerPool {
                 shared: Arc::clone(&self.shared),
                 busy: AtomicBool::new(false),
             };
+            crate::locks::assert_unlocked("the pool starts a worker");
             if let Err(err) = self.spawn.call1(py, (worker,)) {
                 if self.shared.counts().worker_lost() {
                     self.shared.announce_free_slot();
@@ -266,12 +265,18 @@ impl WorkerPool {
                 return Err(err);
             }
         }
-        match &*self.lock_sender() {
-            // A worker that finds the queue closed leaves, and the counts
-            // no longer matter: the pool takes no more work.
-            Some(sender) if sender.send((func, args)).is_ok() => Ok(Submitted::Queued),
-            _ => Ok(Submitted::Closed),
-        }
+        // A job the queue refuses is dropped once unlocked: freeing it may
+        // run Python code (a socket's finaliser).
+        let refused = match &*self.lock_sender() {
+            Some(sender) => sender.send((func, args)).err(),
+            None => return Ok(Submitted::Closed),
+        };
+        // A worker that finds the queue closed leaves, and the counts no
+        // longer matter: the pool takes no more work.
+        Ok(match refused {
+            None => Submitted::Queued,
+            Some(_) => Submitted::Closed,
+        })
     }
 
     /// Readable when a worker of a pool at its bound became free (-1: no bound).
@@ -289,10 +294,8 @@ impl WorkerPool {
         }
     }
 
-    fn lock_sender(&self) -> MutexGuard<'_, Option<Sender<Job>>> {
-        self.sender
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+    fn lock_sender(&self) -> Guard<'_, Option<Sender<Job>>> {
+        self.sender.lock()
     }
 }
 

@@ -7,10 +7,11 @@
 //! thread that re-enters a finalizing interpreter with a forced unwind, which
 //! aborts the process when it meets Rust frames (see `detach`).
 
+use crate::locks::{Guard, Lock};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::Condvar;
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
@@ -65,11 +66,11 @@ enum Wait {
 #[pyclass(frozen, module = "socketserver_rs._core")]
 pub struct ServeLoop {
     shutdown_requested: AtomicBool,
-    serving: Mutex<Vec<ThreadId>>,
+    serving: Lock<Vec<ThreadId>>,
     stopped: Condvar,
     wake_read: Socket,
     wake_write: Socket,
-    backoff: Mutex<Backoff>,
+    backoff: Lock<Backoff>,
     /// The `socketserver_rs` logger, taken when the server is built: when
     /// accept() runs out of descriptors, importing `logging` would fail too.
     logger: Py<PyAny>,
@@ -88,11 +89,11 @@ impl ServeLoop {
         wake_write.set_nonblocking(true).map_err(os_error)?;
         Ok(Self {
             shutdown_requested: AtomicBool::new(false),
-            serving: Mutex::new(Vec::new()),
+            serving: Lock::new(Vec::new()),
             stopped: Condvar::new(),
             wake_read,
             wake_write,
-            backoff: Mutex::new(Backoff::default()),
+            backoff: Lock::new(Backoff::default()),
             logger,
             stats,
         })
@@ -217,12 +218,9 @@ impl ServeLoop {
         self.request_shutdown(true);
         loop {
             let stopped = crate::detach::detach(py, || {
-                let serving = self.lock_serving();
-                let (serving, _) = self
-                    .stopped
-                    .wait_timeout_while(serving, SIGNAL_SLICE, |threads| !threads.is_empty())
-                    .unwrap_or_else(|poison| poison.into_inner());
-                serving.is_empty()
+                self.lock_serving()
+                    .wait_timeout_while(&self.stopped, SIGNAL_SLICE, |threads| !threads.is_empty())
+                    .is_empty()
             });
             if stopped {
                 return Ok(());
@@ -310,6 +308,7 @@ impl ServeLoop {
     /// logger fail (a handler out of memory, say), its error goes to
     /// `sys.unraisablehook` rather than end the serve loop.
     fn log(&self, py: Python<'_>, level: &str, message: String) {
+        crate::locks::assert_unlocked("the core logs");
         if let Err(err) = self.logger.bind(py).call_method1(level, (message,)) {
             err.write_unraisable(py, None);
         }
@@ -326,10 +325,8 @@ impl ServeLoop {
         );
     }
 
-    fn lock_backoff(&self) -> MutexGuard<'_, Backoff> {
-        self.backoff
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+    fn lock_backoff(&self) -> Guard<'_, Backoff> {
+        self.backoff.lock()
     }
 
     pub fn stats(&self) -> &ServerStats {
@@ -340,10 +337,8 @@ impl ServeLoop {
         self.shutdown_requested.load(Ordering::Acquire)
     }
 
-    fn lock_serving(&self) -> MutexGuard<'_, Vec<ThreadId>> {
-        self.serving
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+    fn lock_serving(&self) -> Guard<'_, Vec<ThreadId>> {
+        self.serving.lock()
     }
 
     /// Wait for `fd` or `also` (-1: none) to be readable (and, if

@@ -23,7 +23,7 @@ macro_rules! socket_file_methods {
             /// Closes the file, and `raw` if it was asked for.
             fn close(&self, py: pyo3::Python<'_>) -> pyo3::PyResult<()> {
                 let finished = self.finish(py);
-                let raw = $crate::socket_file::lock(&self.raw).take();
+                let raw = self.raw.lock().take();
                 if let Some(raw) = raw {
                     raw.call_method0(py, "close")?;
                 }
@@ -48,7 +48,7 @@ macro_rules! socket_file_methods {
             fn detach(&self, py: pyo3::Python<'_>) -> pyo3::PyResult<pyo3::Py<pyo3::PyAny>> {
                 self.check_open($crate::socket_file::CLOSED_FILE)?;
                 let raw = self.raw(py)?;
-                $crate::socket_file::lock(&self.raw).take();
+                let _ours = self.raw.lock().take();
                 self.finish(py)?;
                 Ok(raw)
             }
@@ -134,24 +134,19 @@ macro_rules! socket_file_methods {
 
 pub(crate) use socket_file_methods;
 
-use std::sync::{Mutex, MutexGuard};
-
+use crate::locks::Lock;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
 
-pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
-}
-
 /// The `raw` of a socket file: `socket.SocketIO(sock, mode)`, made once.
 pub fn raw_of(
     py: Python<'_>,
-    raw: &Mutex<Option<Py<PyAny>>>,
+    raw: &Lock<Option<Py<PyAny>>>,
     socket: &Py<PyAny>,
     mode: &str,
 ) -> PyResult<Py<PyAny>> {
-    if let Some(made) = lock(raw).as_ref() {
+    if let Some(made) = raw.lock().as_ref() {
         return Ok(made.clone_ref(py));
     }
     let made = py
@@ -159,7 +154,14 @@ pub fn raw_of(
         .getattr("SocketIO")?
         .call1((socket.bind(py), mode))?
         .unbind();
-    Ok(lock(raw).get_or_insert(made).clone_ref(py))
+    // Another thread may have made one meanwhile: keep the first, and drop
+    // ours once unlocked (freeing it runs its finaliser).
+    let kept = raw
+        .lock()
+        .get_or_insert_with(|| made.clone_ref(py))
+        .clone_ref(py);
+    drop(made);
+    Ok(kept)
 }
 
 pub const CLOSED_FILE: &str = "I/O operation on closed file.";

@@ -214,7 +214,7 @@ impl Epoll {
 /// (Built on Linux too, for its tests.)
 #[cfg_attr(target_os = "linux", allow(dead_code))]
 pub struct PollSet {
-    table: std::sync::Mutex<std::collections::HashMap<RawFd, (u64, c_short)>>,
+    table: crate::locks::Lock<std::collections::HashMap<RawFd, (u64, c_short)>>,
     wake: (socket2::Socket, socket2::Socket),
 }
 
@@ -226,13 +226,13 @@ impl PollSet {
         reader.set_nonblocking(true)?;
         writer.set_nonblocking(true)?;
         Ok(Self {
-            table: std::sync::Mutex::new(std::collections::HashMap::new()),
+            table: crate::locks::Lock::new(std::collections::HashMap::new()),
             wake: (reader, writer),
         })
     }
 
     fn set(&self, fd: RawFd, entry: Option<(u64, c_short)>) {
-        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let mut table = self.table.lock();
         match entry {
             Some(entry) => table.insert(fd, entry),
             None => table.remove(&fd),
@@ -264,7 +264,7 @@ impl PollSet {
         use std::os::fd::AsRawFd;
         let wake_fd = self.wake.0.as_raw_fd();
         let (mut pollfds, tokens): (Vec<libc::pollfd>, Vec<u64>) = {
-            let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+            let table = self.table.lock();
             table
                 .iter()
                 .filter(|(_, &(_, interest))| interest != 0)

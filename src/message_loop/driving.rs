@@ -4,10 +4,8 @@
 use super::*;
 
 impl MessageLoop {
-    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+    pub(super) fn lock(&self) -> Guard<'_, State> {
+        self.state.lock()
     }
 
     pub(super) fn wake(&self) {
@@ -269,6 +267,7 @@ impl MessageLoop {
         py: Python<'py>,
         found: Vec<Found>,
     ) -> PyResult<Bound<'py, PyList>> {
+        crate::locks::assert_unlocked("the message loop reports");
         let events = PyList::empty(py);
         let serve_loop = self.serve_loop.get();
         for item in found {

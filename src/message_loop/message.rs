@@ -7,11 +7,11 @@ use pyo3::exceptions::PyRuntimeError;
 /// Read buffers of delivered messages, for the next reads: a connection
 /// with nothing buffered holds none.
 #[derive(Default)]
-pub(super) struct SpareBuffers(Mutex<Vec<Vec<u8>>>);
+pub(super) struct SpareBuffers(Lock<Vec<Vec<u8>>>);
 
 impl SpareBuffers {
-    fn lock(&self) -> MutexGuard<'_, Vec<Vec<u8>>> {
-        self.0.lock().unwrap_or_else(|poison| poison.into_inner())
+    fn lock(&self) -> Guard<'_, Vec<Vec<u8>>> {
+        self.0.lock()
     }
 
     /// A buffer to read into: a kept one, else a new (empty) one.
@@ -39,14 +39,14 @@ impl SpareBuffers {
 /// batch of large messages.
 #[pyclass(frozen, module = "socketserver_rs._core")]
 pub struct Message {
-    payload: Mutex<Option<Payload>>,
+    payload: Lock<Option<Payload>>,
     spare: Arc<SpareBuffers>,
 }
 
 impl Message {
     pub(super) fn new(payload: Payload, spare: Arc<SpareBuffers>) -> Self {
         Self {
-            payload: Mutex::new(Some(payload)),
+            payload: Lock::new(Some(payload)),
             spare,
         }
     }
@@ -59,7 +59,6 @@ impl Message {
         let payload = self
             .payload
             .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
             .take()
             .ok_or_else(|| PyRuntimeError::new_err("the message was taken already"))?;
         let bytes = PyBytes::new(py, &payload.buffer[payload.range]);
@@ -70,7 +69,6 @@ impl Message {
     fn __len__(&self) -> usize {
         self.payload
             .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
             .as_ref()
             .map_or(0, |payload| payload.range.len())
     }

@@ -27,6 +27,7 @@ mod message;
 use crate::detach::detach;
 use crate::errors::os_error;
 use crate::listener::{accept, address_to_py, socket_kind, wrap_socket};
+use crate::locks::{Guard, Lock};
 use crate::serve::{check_descriptor, owns, ServeLoop};
 use crate::stream::codec::{decode_header, encode_header, max_size_arg, FrameError, HEADER_LEN};
 use crate::sys::{self, is_resource_exhaustion, readable_now, PollEvent, Poller, MSG_DONTWAIT};
@@ -40,7 +41,7 @@ use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use conn::{Conn, End, Payload};
@@ -102,7 +103,7 @@ struct State {
 #[pyclass(frozen, module = "socketserver_rs._core")]
 pub struct MessageLoop {
     poller: Poller,
-    state: Mutex<State>,
+    state: Lock<State>,
     spare: Arc<SpareBuffers>,
     listener: RawFd,
     /// The listening socket object: once it is closed, serving ends.
@@ -158,7 +159,7 @@ impl MessageLoop {
             .map_err(os_error)?;
         Ok(Self {
             poller,
-            state: Mutex::new(State {
+            state: Lock::new(State {
                 conns: HashMap::new(),
                 ready: Vec::new(),
                 next_id: FIRST_CONN,

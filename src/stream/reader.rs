@@ -1,9 +1,10 @@
 //! `SocketReader`: `sock.makefile('rb', bufsize)` in Rust, the rfile of a
 //! stream handler.  The reading itself is in `reading.rs`.
 
+use crate::locks::Lock;
 use std::os::unix::io::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use pyo3::exceptions::{PyMemoryError, PyValueError};
 use pyo3::prelude::*;
@@ -27,7 +28,7 @@ pub struct SocketReader {
     idle: Arc<AtomicBool>,
     /// The Python socket (`_sock`), and `raw` once asked for.
     socket: Py<PyAny>,
-    raw: Mutex<Option<Py<PyAny>>>,
+    raw: Lock<Option<Py<PyAny>>>,
     bufsize: usize,
     closed: AtomicBool,
     state: Locked<ReaderState>,
@@ -133,7 +134,7 @@ impl SocketReader {
         Ok(SocketReader {
             fd: sock.fd(),
             socket: sock.object().clone().unbind(),
-            raw: Mutex::new(None),
+            raw: Lock::new(None),
             bufsize,
             closed: AtomicBool::new(false),
             idle: Arc::clone(&state.idle),

@@ -3,9 +3,10 @@
 //! wfile of a stream handler.  A plain write and a length-prefixed message
 //! take one path: a message is its header and payload written as one.
 
+use crate::locks::Lock;
 use std::os::unix::io::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use pyo3::prelude::*;
 
@@ -30,7 +31,7 @@ pub struct SocketWriter {
     fd: RawFd,
     /// The Python socket (`_sock`), and `raw` once asked for.
     socket: Py<PyAny>,
-    raw: Mutex<Option<Py<PyAny>>>,
+    raw: Lock<Option<Py<PyAny>>>,
     counters: Option<Arc<IoCounters>>,
     /// 0: every write is a `sendall`.
     bufsize: usize,
@@ -164,7 +165,7 @@ impl SocketWriter {
         Ok(SocketWriter {
             fd: sock.fd(),
             socket: sock.object().clone().unbind(),
-            raw: Mutex::new(None),
+            raw: Lock::new(None),
             counters,
             bufsize,
             closed: AtomicBool::new(false),
