@@ -12,12 +12,14 @@ import subprocess
 import sys
 import sysconfig
 import textwrap
+import threading
+import time
 import warnings
 from pathlib import Path
 from unittest import mock
 
 import pytest
-from conftest import IO_TIMEOUT, read_to_eof
+from conftest import IO_TIMEOUT, read_to_eof, recv_all
 
 
 def test_context_variables_do_not_leak_between_requests(variant, runner):
@@ -287,3 +289,64 @@ def test_classes_pickle_by_reference():
         "unpatched: refused",
         f"patched: {len(socketserver_rs.__all__)}",
     ]
+
+
+HALF_CLOSED_CLIENTS = 1000
+
+
+def line_echo_handlers(mod):
+    class ForLines(mod.StreamRequestHandler):
+        def handle(self):
+            for line in self.rfile:
+                self.wfile.write(line)
+
+    class OneLine(mod.StreamRequestHandler):
+        def handle(self):
+            self.wfile.write(self.rfile.readline())
+
+    return {"for-lines": ForLines, "one-line": OneLine}
+
+
+@pytest.mark.parametrize("handler", ["for-lines", "one-line"])
+def test_every_half_closed_client_gets_its_reply_and_eof(variant, handler, runner):
+    """Clients in the style of `printf 'line\\n' | nc -N`: send a request
+    line, shutdown(SHUT_WR), read the reply to EOF. A thousand of them,
+    from a few threads, must each get their line back and then a clean
+    EOF, as on the standard module."""
+    cls = variant.server_class("ThreadingTCPServer")
+    server = runner.track(cls(("127.0.0.1", 0), line_echo_handlers(variant.mod)[handler]))
+    variant.check_path(server)
+    runner.start(server)
+    failures = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + 60
+
+    def client(first, step):
+        for number in range(first, HALF_CLOSED_CLIENTS, step):
+            line = b"request %d\n" % number
+            if time.monotonic() > deadline:
+                reply = "not sent: out of time"
+            else:
+                reply = exchange_half_closed(server.server_address, line)
+            if reply != line:
+                with lock:
+                    failures.append((number, reply))
+
+    threads = [threading.Thread(target=client, args=(first, 8)) for first in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, f"{len(failures)} of {HALF_CLOSED_CLIENTS} clients, first: {failures[:5]}"
+
+
+def exchange_half_closed(address, line):
+    """Send line, shut down the sending side, read to a clean EOF: the
+    reply, or the exception (a reset, a timeout) that came instead."""
+    try:
+        with socket.create_connection(address, IO_TIMEOUT) as sock:
+            sock.sendall(line)
+            sock.shutdown(socket.SHUT_WR)
+            return recv_all(sock)
+    except OSError as exc:
+        return exc

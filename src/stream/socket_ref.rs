@@ -178,29 +178,13 @@ impl<'py> SocketRef<'py> {
     ) -> Result<Option<usize>, IoFail> {
         let slices = parts.io_slices();
         let slices = slices.as_slice();
-        if let Some(sent) = self.send_attached(parts.len(), slices) {
-            return sent.map(Some).map_err(IoFail::Py);
-        }
         let fd = self.fd;
+        // Even a small send releases the GIL, as the socket module's does: on
+        // loopback it carries the segment to the peer, and a thread holding
+        // the GIL through that keeps every other connection's thread waiting.
         self.call(Interest::Writable, wait, |flags| {
             sys::send_vectored(fd, slices, flags)
         })
-    }
-
-    /// A small send that fits in the socket's buffer completes at once, so
-    /// it is first tried without blocking and with the GIL held: releasing
-    /// the GIL around it would hand it to another thread and cost more than
-    /// the copy.  None when it would block (or was interrupted): then wait
-    /// as usual.
-    fn send_attached(&self, len: usize, slices: &[IoSlice<'_>]) -> Option<PyResult<usize>> {
-        if len == 0 || len > ATTACHED_SEND_LIMIT {
-            return None;
-        }
-        match Step::from(sys::send_vectored(self.fd, slices, MSG_DONTWAIT)) {
-            Step::Done(n) => Some(Ok(n)),
-            Step::Fail(err) => Some(Err(os_error(err))),
-            Step::Again | Step::Intr | Step::TimedOut => None,
-        }
     }
 
     /// One send of `parts`, gathered, with `SocketIO.write` semantics
@@ -284,9 +268,6 @@ impl HeldSocket {
             .map(drop)
     }
 }
-
-/// Largest send first tried with the GIL held.
-const ATTACHED_SEND_LIMIT: usize = 16 * 1024;
 
 /// Most slices gathered into one send.
 const MAX_PARTS: usize = 3;
