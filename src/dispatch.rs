@@ -4,7 +4,7 @@
 
 use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -144,8 +144,15 @@ impl FastPath {
             }
             Arrival::Stream { .. } => Vec::new(),
         };
+        let class_tag = type_version_tag(server);
         for taken in 0..BATCH {
             if pool.is_full() {
+                break;
+            }
+            // A hook patched on the server's class (or a base) since the
+            // serve loop looked, at the start of this batch, must see the
+            // next request: the loop looks again at its next wake.
+            if taken > 0 && type_version_tag(server) != class_tag {
                 break;
             }
             // accept() would block when no connection waits; a datagram is
@@ -175,6 +182,19 @@ impl FastPath {
             return Ok(Some((request, address, kept)));
         }
         Ok(None)
+    }
+}
+
+/// CPython's version tag of `obj`'s type: it changes whenever an attribute
+/// of the type or of one of its bases is set or deleted (0 until the type
+/// is looked up again, or when CPython ran out of tags).
+fn type_version_tag(obj: &Bound<'_, PyAny>) -> u32 {
+    let ty = obj.get_type().as_type_ptr();
+    // SAFETY: `ty` is a live type object (`obj` holds it). The tag is read
+    // as CPython's type cache reads it: a relaxed atomic load, which may
+    // race a writer on a free-threaded build and then reads either value.
+    unsafe {
+        AtomicU32::from_ptr(std::ptr::addr_of_mut!((*ty).tp_version_tag)).load(Ordering::Relaxed)
     }
 }
 

@@ -15,9 +15,10 @@ HookWatch made then sees one of these hooks set, patched or deleted:
 * on its class or a base (mock.patch.object, say): the hooks the class
   has are read again each time the serve loop wakes (the message loop:
   before each new connection) and compared with those read before, so the
-  hook applies from the loop's next wake on; requests the loop takes in a
-  row in the meantime (a threading server's waiting connections, a UDP
-  server's queued datagrams) may still go without it.
+  hook applies from the loop's next wake on; within a batch of connections
+  a threading server takes in a row, the core stops the batch when the
+  class's version tag changes (dispatch.rs); a UDP server's queued
+  datagrams, taken in a row, may still go without it.
 """
 
 from __future__ import annotations
