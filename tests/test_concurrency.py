@@ -14,7 +14,7 @@ import pytest
 from conftest import FREE_THREADED, IO_TIMEOUT, RecordingErrors, wait_until
 
 import socketserver_rs
-from socketserver_rs import MessageClient, MessageRequestHandler
+from socketserver_rs import MessageClient, MessageRequestHandler, _state
 
 
 class Echo(socketserver_rs.StreamRequestHandler):
@@ -237,7 +237,7 @@ def test_message_handlers_on_many_workers_keep_each_connection_in_order():
                     assert c.recv_message() == b"M%d" % i
 
         assert run_all([client] * 16) == []
-        assert server.__dict__.get("_BaseServer__messages") is not None
+        assert _state.of(server).messages is not None
         server.shutdown()
         thread.join(IO_TIMEOUT)
 

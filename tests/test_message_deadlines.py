@@ -11,7 +11,7 @@ import pytest
 from conftest import IO_TIMEOUT, RecordingErrors, read_to_eof, wait_until
 
 import socketserver_rs
-from socketserver_rs import MessageClient, MessageRequestHandler
+from socketserver_rs import MessageClient, MessageRequestHandler, _state
 
 SERVERS = {"plain": socketserver_rs.TCPServer, "threading": socketserver_rs.ThreadingTCPServer}
 
@@ -39,7 +39,7 @@ def start(server_class, handler):
     server = type("Server", (RecordingErrors, server_class), {})(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
-    assert wait_until(lambda: server.__dict__.get("_BaseServer__messages") is not None)
+    assert wait_until(lambda: _state.of(server).messages is not None)
     return server, thread
 
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import IO_TIMEOUT, RecordingErrors, require, wait_until
 
 import socketserver_rs
-from socketserver_rs import MessageClient, MessageRequestHandler, message_loop
+from socketserver_rs import MessageClient, MessageRequestHandler, _state, message_loop
 
 SERVERS = {"plain": socketserver_rs.TCPServer, "threading": socketserver_rs.ThreadingTCPServer}
 
@@ -55,7 +55,7 @@ def serve(server):
 
 
 def messages_of(server):
-    return server.__dict__.get("_BaseServer__messages")
+    return _state.of(server).messages
 
 
 @pytest.fixture(params=sorted(SERVERS))
@@ -409,7 +409,7 @@ IDLE_SCRIPT = textwrap.dedent(
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     assert clients.stdout.readline() == "connected\\n"
-    core = server.__dict__["_BaseServer__messages"].core
+    core = socketserver_rs._state.of(server).messages.core
     deadline = time.monotonic() + 30
     while core.connections < count and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -26,6 +26,7 @@ from conftest import (
 )
 
 import socketserver_rs
+from socketserver_rs import _state
 from socketserver_rs.mixins import _WorkerThread
 
 pytestmark = pytest.mark.timeout(30)
@@ -301,7 +302,7 @@ def _served_after_pool_closed(replace_pool):
         pool = server._worker_pool()
         if replace_pool:
             # As server_close() leaves it: this server gets a new pool.
-            server.__dict__.pop("_ThreadingMixIn__pool")
+            _state.of(server).pool = None
         pool.close()
         with socket.create_connection(server.server_address, timeout=5) as client:
             client.sendall(b"after\n")

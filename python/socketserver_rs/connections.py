@@ -1,5 +1,6 @@
 """A server's open stream connections, for drain() and server_close()'s
-deadline, and for closing what a handler leaves open.
+deadline, and for closing what a handler leaves open. Each server's
+registry lives in its state (_state.py).
 
 StreamRequestHandler.setup() registers its connection (and, over the
 core's rfile, its reader) and finish() forgets it. A handler may replace
@@ -12,7 +13,7 @@ module's handler would have closed it on being collected.
 
 import threading
 
-__all__ = ["Connections", "of"]
+__all__ = ["Connections"]
 
 
 class Connections:
@@ -69,9 +70,3 @@ class Connections:
         except AttributeError:
             self._local.registered = registered = []
             return registered
-
-
-def of(server):
-    """The registry of `server`, if it is one of ours that has one."""
-    registry = getattr(server, "__dict__", {}).get("_BaseServer__connections")
-    return registry if type(registry) is Connections else None

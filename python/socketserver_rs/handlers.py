@@ -4,7 +4,7 @@ import io
 import socket
 from io import BufferedIOBase, BytesIO
 
-from socketserver_rs import _core, connections
+from socketserver_rs import _core, _state
 from socketserver_rs.cooperative import cooperative
 
 __all__ = ["BaseRequestHandler", "StreamRequestHandler", "DatagramRequestHandler"]
@@ -119,22 +119,22 @@ class StreamRequestHandler(BaseRequestHandler):
 
 def _stats_of(server):
     # The server's counters, if it is one of ours that has them.
-    loop = getattr(server, "__dict__", {}).get("_BaseServer__loop")
-    return loop.stats if type(loop) is _core.ServeLoop else None
+    state = _state.existing(server)
+    return state.stats if state is not None else None
 
 
 def _track(server, connection, reader):
     # The server's open connections (see connections.py): the connection
     # and, over the core's rfile, its reader.
-    registry = connections.of(server)
-    if registry is not None:
-        registry.track(connection, reader)
+    state = _state.existing(server)
+    if state is not None:
+        state.connections.track(connection, reader)
 
 
 def _untrack(server, connection):
-    registry = connections.of(server)
-    if registry is not None:
-        registry.untrack(connection)
+    state = _state.existing(server)
+    if state is not None:
+        state.connections.untrack(connection)
 
 
 def _makefile(sock, mode, bufsize, stats):

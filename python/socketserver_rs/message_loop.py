@@ -44,7 +44,7 @@ import io
 import os
 import socket
 
-from socketserver_rs import _core, connections
+from socketserver_rs import _core, _state
 from socketserver_rs.fast_path import HookWatch, hooks_are_standard
 from socketserver_rs.messages import MessageRequestHandler
 
@@ -56,9 +56,6 @@ _CLOSED = _core.EVENT_CLOSED
 _EXPIRED = _core.EVENT_EXPIRED
 
 _STOOD_IN_FOR = ("__init__", "handle", "messages", "read_message", "write_message")
-
-# Where a server keeps its MessageLoop and the handlers of its connections.
-_ATTRIBUTE = "_BaseServer__messages"
 
 
 def event_driven(server):
@@ -85,7 +82,8 @@ def event_driven(server):
 def serving(server, loop, nodelay):
     """The server's Messages, made on first use and kept across
     serve_forever() calls, so that connections outlive a shutdown()."""
-    messages = server.__dict__.get(_ATTRIBUTE)
+    state = _state.of(server)
+    messages = state.messages
     sock = server.socket
     if messages is not None and messages.pid != os.getpid():
         # A forked child: the loop and its connections are the parent's.
@@ -96,7 +94,7 @@ def serving(server, loop, nodelay):
         core = _core.MessageLoop(
             sock, loop, cls.max_message_size, nodelay, cls.timeout, cls.idle_timeout
         )
-        messages = server.__dict__[_ATTRIBUTE] = Messages(server, core, loop.stats)
+        messages = state.messages = Messages(server, core, loop.stats)
     return messages
 
 
@@ -104,7 +102,7 @@ def stop_accepting(server):
     """drain(), before it closes the listening socket: the server's
     Messages, which drain() then serves with drain_step(); None if its
     connections have a thread each."""
-    messages = server.__dict__.get(_ATTRIBUTE)
+    messages = _state.of(server).messages
     if messages is not None:
         messages.core.stop_accepting()
     return messages
@@ -116,20 +114,12 @@ def _is_deadline(seconds):
     return type(seconds) in (int, float) and 0 < seconds < 1e9
 
 
-def close_connections(server, shut=False):
-    """server_close(): end every connection. One whose handler has a
-    message is ended by whoever runs that handler, once it returns; with
-    shut (drain()'s deadline) its socket is shut down first."""
-    messages = server.__dict__.get(_ATTRIBUTE)
-    if messages is None:
-        return
-    for conn_id, busy in messages.core.close_all():
-        if not busy:
-            messages.end(conn_id)
-        elif shut:
-            handler = messages.handlers.get(conn_id)
-            if handler is not None:
-                _shut_down(handler.request)
+def close_connections(server):
+    """server_close(): end every event-driven connection (see
+    Messages.close_all())."""
+    messages = _state.of(server).messages
+    if messages is not None:
+        messages.close_all()
 
 
 def _shut_down(sock):
@@ -169,6 +159,18 @@ class Messages:
             _release(sock)
         self.handlers.clear()
         self.sockets.clear()
+
+    def close_all(self, shut=False):
+        """End every connection. One whose handler has a message is ended
+        by whoever runs that handler, once it returns; with shut (a
+        deadline) its socket is shut down first."""
+        for conn_id, busy in self.core.close_all():
+            if not busy:
+                self.end(conn_id)
+            elif shut:
+                handler = self.handlers.get(conn_id)
+                if handler is not None:
+                    _shut_down(handler.request)
 
     def serve(self, poll_interval, actions, hooks):
         """serve_forever()'s loop: wait, then run what happened. `hooks`:
@@ -265,9 +267,7 @@ class Messages:
             _release(self.sockets.pop(conn_id))
             raise
         handler.rfile = _LoopReadsThis(getattr(handler, "rfile", None), request)
-        registry = connections.of(server)
-        if registry is not None:
-            registry.owned_elsewhere(getattr(handler, "connection", request))
+        _state.of(server).connections.owned_elsewhere(getattr(handler, "connection", request))
         self.handlers[conn_id] = handler
 
     def run(self, conn_id, handler, message):

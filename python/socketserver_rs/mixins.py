@@ -11,10 +11,9 @@ import weakref
 from contextvars import Context
 from functools import partial
 
-from socketserver_rs import _core
+from socketserver_rs import _core, _state
 from socketserver_rs.cooperative import cooperative
 from socketserver_rs.fast_path import standard_hooks
-from socketserver_rs.tls import _pending as pending_handshakes
 from socketserver_rs.tls import complete_handshake
 
 __all__ = ["ThreadingMixIn"]
@@ -119,7 +118,8 @@ class _WorkerThreads:
     def __get__(self, server, owner=None):
         if server is None:
             return self
-        return list(server.__dict__.get("_ThreadingMixIn__threads", ()))
+        state = _state.existing(server)
+        return list(state.threads) if state is not None else []
 
 
 # Seconds between two looks for idle connections while server_close() waits.
@@ -231,9 +231,8 @@ def _spawner(server, threads):
 
 
 def _process_request_thread(server, request, client_address):
-    stats = server._serve_loop().stats
-    registry = server.__dict__["_BaseServer__connections"]
-    _serve_on_worker(stats, registry, server, request, client_address)
+    state = _state.of(server)
+    _serve_on_worker(state.stats, state.connections, server, request, client_address)
 
 
 def _serve_on_worker(stats, registry, server, request, client_address):
@@ -241,7 +240,7 @@ def _serve_on_worker(stats, registry, server, request, client_address):
     # any, then process_request_thread(); the fast path binds the first two
     # arguments once per serve_forever().
     try:
-        if not pending_handshakes or complete_handshake(server, request, client_address):
+        if complete_handshake(server, request, client_address):
             server.process_request_thread(request, client_address)
     finally:
         stats.request_finished()
@@ -312,7 +311,7 @@ class ThreadingMixIn:
     def _start_request_thread(self, request, client_address):
         # A (green) thread per request, as the standard module does: a pool
         # worker would wait in the core, out of the hub's sight.
-        threads = self.__dict__.setdefault("_ThreadingMixIn__threads", set())
+        threads = _state.of(self).threads
 
         def run():
             try:
@@ -326,10 +325,11 @@ class ThreadingMixIn:
 
     def server_close(self):
         super().server_close()
-        pool = self.__dict__.pop("_ThreadingMixIn__pool", None)
+        state = _state.of(self)
+        pool, state.pool = state.pool, None
         # Not the pool of the process this one was forked from: its locks
         # may have been held at the fork.
-        if pool is not None and self.__generation == _fork_generation:
+        if pool is not None and state.pool_generation == _fork_generation:
             pool.close()
         if self.block_on_close and not self.daemon_threads:
             self._join_workers()
@@ -341,46 +341,44 @@ class ThreadingMixIn:
         # closed instead of waited for, now or once its request is done,
         # or a program would hang in server_close() after Ctrl-C.
         current = threading.current_thread()
-        threads = [
-            thread
-            for thread in list(self.__dict__.get("_ThreadingMixIn__threads", ()))
-            if thread is not current
-        ]
+        state = _state.of(self)
+        threads = [thread for thread in list(state.threads) if thread is not current]
         timeout = self.close_timeout
         deadline = math.inf if timeout is None else time.monotonic() + timeout
         for thread in threads:
             while thread.is_alive():
-                self._close_idle_connections()
+                state.close_idle()
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 thread.join(min(left, _IDLE_CHECK))
         if any(thread.is_alive() for thread in threads):
-            self._cut_connections("server_close()")
+            state.cut("server_close()")
             for thread in threads:
                 thread.join(1.0)
 
     def stats(self):
         counters = super().stats()
-        pool = self.__dict__.get("_ThreadingMixIn__pool")
+        pool = _state.of(self).pool
         idle = pool.idle if pool is not None else 0
         counters["workers_busy"] = (pool.size if pool is not None else 0) - idle
         counters["workers_idle"] = idle
         return counters
 
     def _worker_pool(self):
-        pool = self.__dict__.get("_ThreadingMixIn__pool")
-        if pool is None or self.__dict__["_ThreadingMixIn__generation"] != _fork_generation:
+        state = _state.of(self)
+        pool = state.pool
+        if pool is None or state.pool_generation != _fork_generation:
             with _pool_lock:
-                pool = self.__dict__.get("_ThreadingMixIn__pool")
-                if pool is None or self.__generation != _fork_generation:
-                    threads = self.__threads = set()
-                    pool = self.__pool = _core.WorkerPool(
+                pool = state.pool
+                if pool is None or state.pool_generation != _fork_generation:
+                    threads = state.threads = set()
+                    pool = state.pool = _core.WorkerPool(
                         _spawner(self, threads),
                         idle_timeout=_idle_timeout(self),
                         max_workers=_thread_bound(self),
                     )
-                    self.__generation = _fork_generation
+                    state.pool_generation = _fork_generation
                     _live_pools.add(pool)
         return pool
 
@@ -390,9 +388,8 @@ class ThreadingMixIn:
 
     def _fast_request_taker(self, fast):
         # The core accepts the waiting requests and queues each for a worker.
-        runner = partial(
-            _serve_on_worker, self._serve_loop().stats, self.__dict__["_BaseServer__connections"]
-        )
+        state = _state.of(self)
+        runner = partial(_serve_on_worker, state.stats, state.connections)
         return partial(self._dispatch_fast, fast, self._worker_pool(), runner)
 
     def _dispatch_fast(self, fast, pool, runner):

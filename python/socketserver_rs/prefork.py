@@ -47,6 +47,8 @@ import time
 import traceback
 from typing import Any, Callable, Union
 
+from socketserver_rs import _state
+
 __all__ = ["serve_prefork"]
 
 _logger = logging.getLogger("socketserver_rs")
@@ -302,7 +304,7 @@ def _serve_in_worker(
         # A serve loop of this process's own: the master's shares its wake
         # descriptor with every worker, where one's shutdown() could wake
         # (and be taken by) another.
-        server.__dict__.pop("_BaseServer__loop", None)
+        _state.of(server).renew_loop()
     stopping = threading.Event()
     draining: list[threading.Thread] = []
 

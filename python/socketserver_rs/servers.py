@@ -14,11 +14,10 @@ import os
 import selectors
 import socket
 import sys
-import threading
 import time
 from functools import partial
 
-from socketserver_rs import _core, connections, message_loop
+from socketserver_rs import _core, _state, message_loop
 from socketserver_rs.arrivals import Arrivals
 from socketserver_rs.cooperative import cooperative
 from socketserver_rs.fast_path import (
@@ -74,13 +73,6 @@ def _backlog(server):
     return server.request_queue_size
 
 
-def _shut(connection, how):
-    try:
-        connection.shutdown(how)
-    except OSError:
-        pass  # already closed or reset
-
-
 def _client_went_away(exc):
     """A broken pipe, a reset, a timeout, or a TLS connection cut short: the
     client's doing, not the handler's."""
@@ -96,16 +88,6 @@ def _owner(server, fd):
     """The server's socket, if it owns `fd`: closing it ends the waits."""
     sock = getattr(server, "socket", None)
     return sock if isinstance(sock, socket.socket) and sock.fileno() == fd else None
-
-
-def _new_serve_loop():
-    # What the paths taken when descriptors run out need is loaded now, while
-    # there are descriptors to load it with: the logger the core reports
-    # accept failures through, and the traceback module of handle_error().
-    import logging
-    import traceback  # noqa: F401 -- imported for handle_error()
-
-    return _core.ServeLoop(logging.getLogger("socketserver_rs"), _core.ServerStats())
 
 
 @standard_hooks
@@ -161,11 +143,10 @@ class BaseServer:
 
     def __init__(self, server_address, RequestHandlerClass):
         """Constructor.  May be extended, do not override."""
-        self.__loop = _new_serve_loop()
-        self.__connections = connections.Connections()
+        # The serve loop, connections, counters: see _state.py.
+        self.__state = _state.ServerState()
         self.server_address = server_address
         self.RequestHandlerClass = RequestHandlerClass
-        self.__is_shut_down = threading.Event()
 
     def __setattr__(self, name, value):
         # A request hook set on the instance applies from the next request.
@@ -177,14 +158,12 @@ class BaseServer:
         hook_set(name)
 
     def _serve_loop(self):
-        # Subclasses that never call BaseServer.__init__ still get a loop.
-        try:
-            return self.__dict__["_BaseServer__loop"]
-        except KeyError:
-            loop = self.__dict__.setdefault("_BaseServer__loop", _new_serve_loop())
-            self.__dict__.setdefault("_BaseServer__is_shut_down", threading.Event())
-            self.__dict__.setdefault("_BaseServer__connections", connections.Connections())
-            return loop
+        return _state.of(self).loop
+
+    # The standard library's event, set when serve_forever() returns.
+    @property
+    def _BaseServer__is_shut_down(self):
+        return _state.of(self).is_shut_down
 
     # The standard library keeps the request in this name-mangled attribute;
     # code that sets it to stop the loop from a handler keeps working.
@@ -215,7 +194,7 @@ class BaseServer:
         return within 100 ms.
         """
         loop = self._serve_loop()
-        is_shut_down = self.__dict__["_BaseServer__is_shut_down"]
+        is_shut_down = _state.of(self).is_shut_down
         is_shut_down.clear()
         loop.enter()
         try:
@@ -270,7 +249,7 @@ class BaseServer:
         if cooperative() and loop.serving:
             # Wait on the Event, which the hub can switch away from.
             loop.request_shutdown(True)
-            self.__dict__["_BaseServer__is_shut_down"].wait()
+            _state.of(self).is_shut_down.wait()
             return
         loop.shutdown()
 
@@ -313,42 +292,18 @@ class BaseServer:
         self.shutdown()
         messages = message_loop.stop_accepting(self)
         self.socket.close()
-        self._close_arrivals()
-        loop = self._serve_loop()
-        while loop.stats.snapshot()["requests_active"]:
+        state = _state.of(self)
+        state.close_arrivals(self)
+        while state.stats.snapshot()["requests_active"]:
             if time.monotonic() >= deadline:
-                return self._cut_connections("drain()")
+                return state.cut("drain()")
             if messages is not None:
                 # Event-driven connections: served here until each is idle.
                 messages.drain_step(0.01)
                 continue
-            self._close_idle_connections()
+            state.close_idle()
             time.sleep(0.01)
         return 0
-
-    def _close_idle_connections(self):
-        """Shut the read side of each connection whose handler waits idle
-        between two requests (see drain()): it reads b"" and ends."""
-        connections = self.__dict__.get("_BaseServer__connections", {})
-        for connection, reader in list(connections.items()):
-            if reader is not None and reader.idle:
-                _shut(connection, socket.SHUT_RD)
-
-    def _cut_connections(self, what):
-        """Shut down every connection still open; how many requests ran."""
-        import logging
-
-        running = self._serve_loop().stats.snapshot()["requests_active"]
-        for connection in self.__dict__["_BaseServer__connections"]:
-            _shut(connection, socket.SHUT_RDWR)
-        message_loop.close_connections(self, shut=True)
-        if running:
-            logging.getLogger("socketserver_rs").warning(
-                "%s: %d request(s) still running at the deadline; their connections were shut down",
-                what,
-                running,
-            )
-        return running
 
     def stats(self):
         """Live counters, kept in the core with atomics (always on):
@@ -446,9 +401,9 @@ class BaseServer:
 
     def _request_done(self, request):
         # What a handler run on this thread registered and left open.
-        registry = connections.of(self)
-        if registry is not None:
-            registry.request_done(request)
+        state = _state.existing(self)
+        if state is not None:
+            state.connections.request_done(request)
 
     def _process_counted(self, request, client_address, failure=None):
         # process_request(), or handle_error() for `failure`; the caller
@@ -571,7 +526,10 @@ class BaseServer:
             return None
         if not self._defers_arrivals():
             return None
-        return self.__dict__.setdefault("_BaseServer__arrivals", Arrivals())
+        state = _state.of(self)
+        if state.arrivals is None:
+            state.arrivals = Arrivals()
+        return state.arrivals
 
     def _defers_arrivals(self):
         # Whether accepted connections may still owe something: a TLS
@@ -586,9 +544,7 @@ class BaseServer:
         return handshake_owed(self, request, client_address)
 
     def _close_arrivals(self):
-        arrivals = self.__dict__.pop("_BaseServer__arrivals", None)
-        if arrivals is not None:
-            arrivals.close(self)
+        _state.of(self).close_arrivals(self)
 
     def _fast_request_taker(self, fast):
         """The fast path of a server that runs each request itself.
@@ -604,7 +560,7 @@ class BaseServer:
         # verify_request(), process_request() and finish_request() inlined.
         end_request = self.shutdown_request
         stats = self._serve_loop().stats
-        registry = connections.of(self)
+        registry = _state.of(self).connections
         for _ in range(batch):
             taken = take()
             if taken is None:
