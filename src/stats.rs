@@ -29,8 +29,6 @@ impl IoCounters {
 pub struct ServerStats {
     io: Arc<IoCounters>,
     taken: AtomicU64,
-    /// Requests handed on to a worker, which finishes them once more.
-    handed_off: AtomicU64,
     finished: AtomicU64,
     errors: AtomicU64,
     accept_errors: AtomicU64,
@@ -46,12 +44,6 @@ impl ServerStats {
     /// A request (connection or datagram) was taken from the socket.
     pub fn request_taken(&self) {
         self.taken.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A request goes on to a worker, which calls `request_finished()`
-    /// for it besides whoever took it.
-    fn request_handed_off(&self) {
-        self.handed_off.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whoever took a request, or the worker it was handed to, is done with it.
@@ -76,18 +68,14 @@ impl ServerStats {
 
     /// The counters as a dict (the workers' are the pool's, added in Python).
     fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        // Finished first (paired with its Release): every take and hand-off
-        // behind a finish read here is seen, so a request still running never
+        // Finished first (paired with its Release): every take behind a
+        // finish read here is seen, so a request still running never
         // shows as finished; at worst one finished meanwhile shows as active.
         let finished = self.finished.load(Ordering::Acquire);
-        let handed_off = self.handed_off.load(Ordering::Relaxed);
         let taken = self.taken.load(Ordering::Relaxed);
         let dict = PyDict::new(py);
         dict.set_item("requests_total", taken)?;
-        dict.set_item(
-            "requests_active",
-            (taken + handed_off).saturating_sub(finished),
-        )?;
+        dict.set_item("requests_active", taken.saturating_sub(finished))?;
         dict.set_item("errors", self.errors.load(Ordering::Relaxed))?;
         dict.set_item("accept_errors", self.accept_errors.load(Ordering::Relaxed))?;
         dict.set_item("bytes_received", self.io.received.load(Ordering::Relaxed))?;

@@ -27,7 +27,7 @@ from typing import Any, Optional
 from socketserver_rs import _core
 from socketserver_rs.connections import Connections
 
-__all__ = ["ServerState", "of", "existing", "new_serve_loop"]
+__all__ = ["ServerState", "of", "existing", "new_serve_loop", "hand_off", "handed_off"]
 
 # The attribute BaseServer.__init__() sets (self.__state).
 _KEY = "_BaseServer__state"
@@ -116,6 +116,24 @@ def existing(server: Any) -> Optional[ServerState]:
     may be given any server)."""
     state = getattr(server, "__dict__", {}).get(_KEY)
     return state if type(state) is ServerState else None
+
+
+# Per thread: whether the request it took went on to another thread (or
+# the arrivals) that counts its finish.
+_handoffs = threading.local()
+
+
+def hand_off() -> None:
+    """The request this thread is taking goes on to something that will
+    count it finished (a worker; the arrivals): the taker does not."""
+    _handoffs.pending = True
+
+
+def handed_off() -> bool:
+    """Whether hand_off() was called since the last call; clears it."""
+    pending: bool = getattr(_handoffs, "pending", False)
+    _handoffs.pending = False
+    return pending
 
 
 def _shut(sock: Any, how: int) -> None:

@@ -296,17 +296,12 @@ class ThreadingMixIn:
     def process_request(self, request, client_address):
         """Run process_request_thread() on a worker thread. At the bound
         (max_threads) this waits for a worker to become free."""
-        stats = self._serve_loop().stats
-        # Counted before the worker can finish it; undone if none will.
-        stats.request_handed_off()
-        try:
-            if cooperative():
-                self._start_request_thread(request, client_address)
-            else:
-                self._worker_pool().submit(_process_request_thread, (self, request, client_address))
-        except BaseException:
-            stats.request_finished()
-            raise
+        if cooperative():
+            self._start_request_thread(request, client_address)
+        else:
+            self._worker_pool().submit(_process_request_thread, (self, request, client_address))
+        # The worker counts the request finished, not whoever took it.
+        _state.hand_off()
 
     def _start_request_thread(self, request, client_address):
         # A (green) thread per request, as the standard module does: a pool

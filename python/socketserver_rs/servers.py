@@ -367,9 +367,11 @@ class BaseServer:
         """The rest of _handle_request_noblock(), for a request counted as
         taken: verify_request(), then process_request(), or handle_error()
         for `failure` (what kept the core from queueing the request). Every
-        way out counts the request finished, here and only here; whoever it
-        was handed to counts its own finish (a ThreadingMixIn worker; the
-        Arrivals where it waits for a handshake or a PROXY header)."""
+        way out counts the request finished, here and only here, unless it
+        was handed on to what counts its finish instead (a ThreadingMixIn
+        worker; the Arrivals where it waits for a handshake or a PROXY
+        header: see _state.hand_off())."""
+        _state.handed_off()  # nothing stale from a call outside this one
         try:
             if failure is None and not self.verify_request(request, client_address):
                 self.shutdown_request(request)
@@ -377,26 +379,24 @@ class BaseServer:
             wait = failure is None and arrivals is not None
             wait = wait and self._arrival_wait(request, client_address)
             if wait:
-                stats = self._serve_loop().stats
-                stats.request_handed_off()
-                try:
-                    arrivals.admit(self, request, client_address, wait)
-                except BaseException:
-                    stats.request_finished()
-                    raise
+                arrivals.admit(self, request, client_address, wait)
+                _state.hand_off()
                 return
             self._process_counted(request, client_address, failure)
         finally:
-            self._serve_loop().stats.request_finished()
+            if not _state.handed_off():
+                self._serve_loop().stats.request_finished()
             self._request_done(request)
 
     def _process_taken(self, request, client_address):
         """process_request() for a request that waited in Arrivals, which
         handed it on counted (see _handle_taken())."""
+        _state.handed_off()
         try:
             self._process_counted(request, client_address)
         finally:
-            self._serve_loop().stats.request_finished()
+            if not _state.handed_off():
+                self._serve_loop().stats.request_finished()
             self._request_done(request)
 
     def _request_done(self, request):
