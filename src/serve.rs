@@ -8,7 +8,6 @@
 //! aborts the process when it meets Rust frames (see `detach`).
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::ThreadId;
@@ -16,12 +15,12 @@ use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use socket2::{Domain, Socket, Type};
+use socket2::Socket;
 
 use crate::errors::{os_error, strerror};
 use crate::pool::WorkerPool;
 use crate::stats::ServerStats;
-use crate::sys::{self, is_resource_exhaustion, Interest};
+use crate::sys::{self, is_resource_exhaustion, Interest, RawSock};
 
 /// Longest stretch spent waiting without looking for signals.
 const SIGNAL_SLICE: Duration = Duration::from_millis(100);
@@ -77,8 +76,7 @@ impl ServeLoop {
     /// `stats`: the server's counters.
     #[new]
     fn new(logger: Py<PyAny>, stats: Py<ServerStats>) -> PyResult<Self> {
-        let (wake_read, wake_write) =
-            Socket::pair(Domain::UNIX, Type::STREAM, None).map_err(os_error)?;
+        let (wake_read, wake_write) = sys::socket_pair().map_err(os_error)?;
         wake_read.set_nonblocking(true).map_err(os_error)?;
         wake_write.set_nonblocking(true).map_err(os_error)?;
         Ok(Self {
@@ -124,17 +122,17 @@ impl ServeLoop {
     fn wait(
         &self,
         py: Python<'_>,
-        fd: RawFd,
+        fd: i64,
         poll_interval: Option<f64>,
         pool: Option<&Bound<'_, WorkerPool>>,
     ) -> PyResult<u8> {
         if self.is_shutdown_requested() {
             return Ok(STOP);
         }
-        check_descriptor(fd)?;
+        let fd = socket_arg(fd)?;
         let interval = poll_interval.map(|secs| Duration::from_secs_f64(secs.max(0.0)));
         if let Some(pause) = self.next_backoff(py) {
-            if self.wait_for(py, -1, Some(pause), true)? == Wait::Woken {
+            if self.wait_for(py, sys::NO_SOCKET, Some(pause), true)? == Wait::Woken {
                 return Ok(STOP);
             }
         }
@@ -236,8 +234,8 @@ impl ServeLoop {
     /// Wait until `fd` is readable or `timeout` seconds pass (None: no
     /// limit), GIL released, signals checked. The wait of `handle_request()`.
     #[pyo3(signature = (fd, timeout))]
-    fn wait_readable(&self, py: Python<'_>, fd: RawFd, timeout: Option<f64>) -> PyResult<bool> {
-        check_descriptor(fd)?;
+    fn wait_readable(&self, py: Python<'_>, fd: i64, timeout: Option<f64>) -> PyResult<bool> {
+        let fd = socket_arg(fd)?;
         let timeout = timeout.map(|secs| Duration::from_secs_f64(secs.max(0.0)));
         Ok(self.wait_for(py, fd, timeout, false)? == Wait::Ready)
     }
@@ -314,15 +312,15 @@ impl ServeLoop {
     fn wait_for(
         &self,
         py: Python<'_>,
-        fd: RawFd,
+        fd: RawSock,
         timeout: Option<Duration>,
         wakeable: bool,
     ) -> PyResult<Wait> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let wake_fd = if wakeable {
-            self.wake_read.as_raw_fd()
+            sys::as_raw(&self.wake_read)
         } else {
-            -1
+            sys::NO_SOCKET
         };
         loop {
             let slice = match deadline {
@@ -361,8 +359,8 @@ impl ServeLoop {
     }
 
     /// The descriptor that becomes readable when shutdown is requested.
-    pub fn wake_fd(&self) -> RawFd {
-        self.wake_read.as_raw_fd()
+    pub fn wake_fd(&self) -> RawSock {
+        sys::as_raw(&self.wake_read)
     }
 
     pub fn drain_wakes(&self) {
@@ -373,13 +371,9 @@ impl ServeLoop {
 
 /// A closed server's fileno() is -1: refuse it as the standard library's
 /// selector does, rather than wait on nothing.
-fn check_descriptor(fd: RawFd) -> PyResult<()> {
-    if fd < 0 {
-        return Err(PyValueError::new_err(format!(
-            "Invalid file descriptor: {fd}"
-        )));
-    }
-    Ok(())
+fn socket_arg(fd: i64) -> PyResult<RawSock> {
+    sys::from_fileno(fd)
+        .ok_or_else(|| PyValueError::new_err(format!("Invalid file descriptor: {fd}")))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -1,7 +1,6 @@
 //! `SocketReader`: `sock.makefile('rb', bufsize)` in Rust, the rfile of a
 //! stream handler.  The reading itself is in `reading.rs`.
 
-use std::os::unix::io::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -17,11 +16,12 @@ use super::{bytes_or_none, closed_error, default_buffer_size, with_writable};
 use crate::readbuf::ReadBuf;
 use crate::socket_file::{socket_file_methods, CLOSED_FILE};
 use crate::stats::ServerStats;
+use crate::sys::{self, RawSock};
 
 /// `sock.makefile('rb', bufsize)` in Rust.
 #[pyclass(frozen, module = "socketserver_rs._core", name = "SocketReader")]
 pub struct SocketReader {
-    fd: RawFd,
+    fd: RawSock,
     /// True while a read waits with nothing buffered at the start of a line
     /// or a message: the handler is between requests (`drain()` uses it).
     idle: Arc<AtomicBool>,
@@ -90,9 +90,9 @@ impl SocketReader {
         }
     }
 
-    fn fileno_now(&self, _py: Python<'_>) -> PyResult<RawFd> {
+    fn fileno_now(&self, _py: Python<'_>) -> PyResult<i64> {
         self.check_open(CLOSED_FILE)?;
-        Ok(self.fd)
+        Ok(sys::to_fileno(self.fd))
     }
 
     fn readline_impl<'py>(

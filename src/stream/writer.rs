@@ -3,7 +3,6 @@
 //! wfile of a stream handler.  A plain write and a length-prefixed message
 //! take one path: a message is its header and payload written as one.
 
-use std::os::unix::io::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -15,6 +14,7 @@ use super::socket_ref::{blocking_write_error, HeldSocket, Parts, SocketRef};
 use super::{closed_error, default_buffer_size, full_buffer_writes_through, reserve, with_bytes};
 use crate::socket_file::{socket_file_methods, CLOSED_FILE};
 use crate::stats::{IoCounters, ServerStats};
+use crate::sys::{self, RawSock};
 
 struct WriterState {
     /// `None` once closed.
@@ -27,7 +27,7 @@ struct WriterState {
 /// `socketserver._SocketWriter` (bufsize 0) or `sock.makefile('wb', bufsize)`.
 #[pyclass(frozen, module = "socketserver_rs._core", name = "SocketWriter")]
 pub struct SocketWriter {
-    fd: RawFd,
+    fd: RawSock,
     /// The Python socket (`_sock`), and `raw` once asked for.
     socket: Py<PyAny>,
     raw: Mutex<Option<Py<PyAny>>>,
@@ -243,12 +243,12 @@ impl SocketWriter {
     }
 
     /// `_SocketWriter.fileno()` is the socket's, closed file or not.
-    fn fileno_now(&self, py: Python<'_>) -> PyResult<RawFd> {
+    fn fileno_now(&self, py: Python<'_>) -> PyResult<i64> {
         if self.bufsize == 0 {
             return self.socket.bind(py).call_method0("fileno")?.extract();
         }
         self.check_open(CLOSED_FILE)?;
-        Ok(self.fd)
+        Ok(sys::to_fileno(self.fd))
     }
 }
 
