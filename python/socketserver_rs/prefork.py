@@ -46,6 +46,10 @@ import time
 import traceback
 from typing import Any, Callable, Union
 
+if not hasattr(os, "fork"):
+    # Like ForkingMixIn, which the standard module leaves out there.
+    raise ImportError("socketserver_rs.prefork needs os.fork(), which this platform lacks")
+
 __all__ = ["serve_prefork"]
 
 _logger = logging.getLogger("socketserver_rs")

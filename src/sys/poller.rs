@@ -48,7 +48,7 @@ fn chosen() -> io::Result<Kind> {
                 None | Some(Some("" | "system")) => Ok(Kind::System),
                 Some(Some("poll")) => Ok(Kind::Poll),
                 Some(value) => Err(format!(
-                    "{BACKEND_VAR} must be 'system' or 'poll', not {:?}",
+                    "{BACKEND_VAR} must be 'system' or 'poll', not '{}'",
                     value.unwrap_or("(not UTF-8)")
                 )),
             },
