@@ -21,6 +21,8 @@ mod windows;
 #[cfg(windows)]
 use windows as os;
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod epoll;
 mod poll_set;
 mod poller;
 

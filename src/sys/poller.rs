@@ -1,10 +1,11 @@
-//! Readiness of many sockets at once, level-triggered: the `polling` crate
-//! (epoll on Linux, kqueue on macOS, IOCP on Windows), or, when the
-//! environment says `SOCKETSERVER_RS_POLLER=poll` (read once), poll(2) over
-//! a table (`poll_set.rs`): the portable sibling of kqueue and IOCP, so that
-//! a Linux CI runs the suite on a backend other than epoll.  Registrations
-//! may change from any thread while another waits; the change applies to
-//! that wait.
+//! Readiness of many sockets at once, level-triggered.  By default the
+//! system's own: epoll (`epoll.rs`) on Linux, the `polling` crate's kqueue
+//! on macOS and IOCP on Windows.  `SOCKETSERVER_RS_POLLER` (read once)
+//! picks another: `polling` the crate on any system (on Linux, its epoll),
+//! `poll` poll(2) over a table (`poll_set.rs`), the portable sibling of
+//! kqueue and IOCP, so that a Linux CI runs the suite on a backend other
+//! than epoll.  Registrations may change from any thread while another
+//! waits; the change applies to that wait.
 
 use std::io;
 use std::mem::ManuallyDrop;
@@ -14,6 +15,8 @@ use std::time::Duration;
 
 use polling::{Event, Events, PollMode};
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
+use super::epoll::Epoll;
 use super::poll_set::PollSet;
 use super::{borrow, RawSock};
 
@@ -35,9 +38,17 @@ const BACKEND_VAR: &str = "SOCKETSERVER_RS_POLLER";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
-    System,
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    Epoll,
+    Polling,
     Poll,
 }
+
+/// The system's own backend.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const SYSTEM: Kind = Kind::Epoll;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const SYSTEM: Kind = Kind::Polling;
 
 /// The backend the environment asks for, read once per process.
 fn chosen() -> io::Result<Kind> {
@@ -45,10 +56,11 @@ fn chosen() -> io::Result<Kind> {
     let chosen =
         CHOSEN.get_or_init(
             || match std::env::var_os(BACKEND_VAR).as_deref().map(|v| v.to_str()) {
-                None | Some(Some("" | "system")) => Ok(Kind::System),
+                None | Some(Some("" | "system")) => Ok(SYSTEM),
+                Some(Some("polling")) => Ok(Kind::Polling),
                 Some(Some("poll")) => Ok(Kind::Poll),
                 Some(value) => Err(format!(
-                    "{BACKEND_VAR} must be 'system' or 'poll', not '{}'",
+                    "{BACKEND_VAR} must be 'system', 'polling' or 'poll', not '{}'",
                     value.unwrap_or("(not UTF-8)")
                 )),
             },
@@ -63,7 +75,9 @@ pub struct Poller(Backend);
 // One per message loop: the size of the IOCP poller does not matter.
 #[allow(clippy::large_enum_variant)]
 enum Backend {
-    System {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    Epoll(Epoll),
+    Polling {
         /// Dropped only by the process that made it (see `Drop`).
         poller: ManuallyDrop<polling::Poller>,
         pid: u32,
@@ -85,7 +99,9 @@ impl Poller {
 
     fn of_kind(kind: Kind) -> io::Result<Self> {
         Ok(Self(match kind {
-            Kind::System => Backend::System {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Kind::Epoll => Backend::Epoll(Epoll::new()?),
+            Kind::Polling => Backend::Polling {
                 poller: ManuallyDrop::new(polling::Poller::new()?),
                 pid: std::process::id(),
                 events: Mutex::new(Events::with_capacity(POLL_BATCH)),
@@ -98,26 +114,30 @@ impl Poller {
     /// it before it is closed.
     pub fn add(&self, sock: RawSock, token: u64, read: bool, write: bool) -> io::Result<()> {
         match &self.0 {
-            Backend::System { poller, .. } => {
+            Backend::Polling { poller, .. } => {
                 let event = Event::new(key(token)?, read, write);
                 // SAFETY: every caller deletes the socket from the poller
                 // before its owner closes it.
                 unsafe { poller.add_with_mode(sock, event, PollMode::Level) }
             }
             Backend::Poll(set) => set.add(sock, token, read, write),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Backend::Epoll(epoll) => epoll.add(sock, token, read, write),
         }
     }
 
     /// Change what `sock` is watched for.
     pub fn modify(&self, sock: RawSock, token: u64, read: bool, write: bool) -> io::Result<()> {
         match &self.0 {
-            Backend::System { poller, .. } => {
+            Backend::Polling { poller, .. } => {
                 let event = Event::new(key(token)?, read, write);
                 // SAFETY: a watched socket is open (see `add`).
                 let source = unsafe { borrow(sock) };
                 poller.modify_with_mode(source, event, PollMode::Level)
             }
             Backend::Poll(set) => set.modify(sock, token, read, write),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Backend::Epoll(epoll) => epoll.modify(sock, token, read, write),
         }
     }
 
@@ -125,8 +145,10 @@ impl Poller {
     pub fn delete(&self, sock: RawSock) -> io::Result<()> {
         match &self.0 {
             // SAFETY: a watched socket is open (see `add`).
-            Backend::System { poller, .. } => poller.delete(unsafe { borrow(sock) }),
+            Backend::Polling { poller, .. } => poller.delete(unsafe { borrow(sock) }),
             Backend::Poll(set) => set.delete(sock),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Backend::Epoll(epoll) => epoll.delete(sock),
         }
     }
 
@@ -135,8 +157,10 @@ impl Poller {
     /// the poll backend's with an `Interrupted` error.
     pub fn wait(&self, found: &mut Vec<PollEvent>, timeout: Option<Duration>) -> io::Result<()> {
         let (poller, events) = match &self.0 {
-            Backend::System { poller, events, .. } => (poller, events),
+            Backend::Polling { poller, events, .. } => (poller, events),
             Backend::Poll(set) => return set.wait(found, timeout),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Backend::Epoll(epoll) => return epoll.wait(found, timeout),
         };
         // Another thread waiting already holds the buffer: use one of our own.
         let mut spare;
@@ -161,7 +185,7 @@ impl Poller {
 
 impl Drop for Poller {
     fn drop(&mut self) {
-        if let Backend::System { poller, pid, .. } = &mut self.0 {
+        if let Backend::Polling { poller, pid, .. } = &mut self.0 {
             // A forked child shares the parent's epoll instance, from which
             // the crate's drop would unregister its own wake-up and timer:
             // the child leaves them, and its copies of the descriptors close
@@ -253,8 +277,14 @@ mod tests {
 
     #[test]
     fn system_backend() {
-        reports_tokens_and_forgets_deleted_sockets(Kind::System);
-        wakes_on_changes_from_another_thread(Kind::System);
+        reports_tokens_and_forgets_deleted_sockets(SYSTEM);
+        wakes_on_changes_from_another_thread(SYSTEM);
+    }
+
+    #[test]
+    fn polling_backend() {
+        reports_tokens_and_forgets_deleted_sockets(Kind::Polling);
+        wakes_on_changes_from_another_thread(Kind::Polling);
     }
 
     #[test]
