@@ -3,7 +3,6 @@
 //! handed back for the serving thread to run or queued for the worker pool.
 
 use std::mem::MaybeUninit;
-use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use pyo3::intern;
@@ -14,7 +13,7 @@ use crate::detach::detach;
 use crate::listener::{accept, address_to_py, recv_from, socket_kind, wrap_socket};
 use crate::pool::{Submitted, WorkerPool};
 use crate::serve::{owns, ServeLoop};
-use crate::sys::readable_now;
+use crate::sys::{readable_now, RawSock};
 
 /// Most requests queued per readiness.
 const BATCH: usize = 64;
@@ -58,7 +57,7 @@ type Untaken<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>);
 #[pyclass(frozen, module = "socketserver_rs._core")]
 pub struct FastPath {
     arrival: Arrival,
-    fd: RawFd,
+    fd: RawSock,
     socket: Py<PyAny>,
     socket_class: Py<PyAny>,
     socket_kind: Py<PyTuple>,

@@ -4,33 +4,25 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use pyo3::exceptions::PyOSError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
-use socket2::{SockAddr, SockRef, Socket};
+use socket2::SockAddr;
 
 use crate::errors::os_error;
-use crate::sys;
-
-/// Run `f` on a descriptor that Python owns, without ever closing it.
-pub fn with_socket<T>(fd: RawFd, f: impl FnOnce(&Socket) -> T) -> T {
-    // SAFETY: callers pass descriptors that Python keeps open for the call.
-    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    f(&SockRef::from(&borrowed))
-}
+use crate::sys::{self, with_socket, RawSock};
 
 /// Set SO_REUSEADDR / SO_REUSEPORT on a socket before it is bound.
 #[pyfunction]
-pub fn set_reuse(fd: RawFd, address: bool, port: bool) -> PyResult<()> {
+pub fn set_reuse(fd: RawSock, address: bool, port: bool) -> PyResult<()> {
     with_socket(fd, |socket| {
         if address {
             socket.set_reuse_address(true)?;
         }
         if port {
-            socket.set_reuse_port(true)?;
+            sys::set_reuse_port(socket)?;
         }
         Ok(())
     })
@@ -39,20 +31,18 @@ pub fn set_reuse(fd: RawFd, address: bool, port: bool) -> PyResult<()> {
 
 /// Accept one connection (close-on-exec, blocking, like Python's accept());
 /// `nodelay` sets TCP_NODELAY on it.
-pub fn accept(fd: RawFd, nodelay: bool) -> io::Result<(RawFd, SockAddr)> {
+pub fn accept(fd: RawSock, nodelay: bool) -> io::Result<(RawSock, SockAddr)> {
     let (socket, address) = with_socket(fd, |listener| listener.accept())?;
     if nodelay {
         // Only a latency matter: a failure leaves the connection usable.
         let _ = socket.set_tcp_nodelay(true);
     }
-    Ok((socket.into_raw_fd(), address))
+    Ok((sys::into_raw(socket), address))
 }
 
 /// Receive one datagram without blocking; its length and sender.
-pub fn recv_from(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<(usize, SockAddr)> {
-    with_socket(fd, |socket| {
-        socket.recv_from_with_flags(buf, sys::MSG_DONTWAIT)
-    })
+pub fn recv_from(fd: RawSock, buf: &mut [MaybeUninit<u8>]) -> io::Result<(usize, SockAddr)> {
+    sys::recv_from(fd, buf, sys::MSG_DONTWAIT)
 }
 
 /// The Python form of a socket address, exactly as `socket.accept()` and
@@ -123,7 +113,7 @@ pub fn socket_kind(socket: &Bound<'_, PyAny>) -> PyResult<Py<PyTuple>> {
 pub fn wrap_socket<'py>(
     socket_class: &Bound<'py, PyAny>,
     kind: &Bound<'py, PyTuple>,
-    fd: RawFd,
+    fd: RawSock,
 ) -> PyResult<Bound<'py, PyAny>> {
     let (family, sock_type, proto) = (kind.get_item(0)?, kind.get_item(1)?, kind.get_item(2)?);
     crate::locks::assert_unlocked("a socket object is made");
@@ -132,7 +122,7 @@ pub fn wrap_socket<'py>(
         Err(err) => {
             // SAFETY: fd was just accepted and nothing else owns it yet;
             // dropping its owner closes it.
-            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+            drop(unsafe { sys::own(fd) });
             Err(err)
         }
     }
@@ -147,11 +137,11 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 mod tests {
     use std::mem::MaybeUninit;
     use std::net::{SocketAddr, TcpStream, UdpSocket};
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
     use socket2::{Domain, Socket, Type};
 
-    use super::{accept, recv_from, with_socket};
+    use super::{accept, recv_from};
+    use crate::sys::{as_raw, own, with_socket};
 
     #[test]
     fn accept_hands_over_a_connection_with_tcp_nodelay() {
@@ -162,11 +152,11 @@ mod tests {
         listener.listen(8).unwrap();
         let address = listener.local_addr().unwrap().as_socket().unwrap();
         let client = TcpStream::connect(address).unwrap();
-        let (fd, peer) = accept(listener.as_raw_fd(), true).unwrap();
+        let (fd, peer) = accept(as_raw(&listener), true).unwrap();
         assert_eq!(peer.as_socket().unwrap(), client.local_addr().unwrap());
         assert!(with_socket(fd, |conn| conn.tcp_nodelay()).unwrap());
         // SAFETY: the descriptor was accepted above and is owned here.
-        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        drop(unsafe { own(fd) });
     }
 
     #[test]
@@ -174,12 +164,12 @@ mod tests {
         let server = UdpSocket::bind("127.0.0.1:0").unwrap();
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut buffer = [MaybeUninit::<u8>::uninit(); 16];
-        let err = recv_from(server.as_raw_fd(), &mut buffer).unwrap_err();
+        let err = recv_from(as_raw(&server), &mut buffer).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
         client
             .send_to(b"ping", server.local_addr().unwrap())
             .unwrap();
-        let (len, sender) = recv_from(server.as_raw_fd(), &mut buffer).unwrap();
+        let (len, sender) = recv_from(as_raw(&server), &mut buffer).unwrap();
         assert_eq!(len, 4);
         assert_eq!(sender.as_socket().unwrap(), client.local_addr().unwrap());
     }

@@ -17,7 +17,7 @@
 
 use std::cell::Cell;
 use std::ops::{Deref, DerefMut};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 thread_local! {
@@ -43,6 +43,19 @@ impl<T> Lock<T> {
         let guard = self.0.lock().unwrap_or_else(|poison| poison.into_inner());
         HELD.with(|held| held.set(held.get() + 1));
         Guard { guard: Some(guard) }
+    }
+}
+
+impl<T> Lock<T> {
+    /// The lock if no other thread holds it.
+    pub fn try_lock(&self) -> Option<Guard<'_, T>> {
+        let guard = match self.0.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poison)) => poison.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        HELD.with(|held| held.set(held.get() + 1));
+        Some(Guard { guard: Some(guard) })
     }
 }
 

@@ -7,7 +7,6 @@
 //! `idle_timeout`.
 
 use crate::locks::{Guard, Lock};
-use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar};
 use std::time::Duration;
@@ -16,10 +15,11 @@ use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use socket2::{Domain, Socket, Type};
+use socket2::Socket;
 
 use crate::detach::detach;
 use crate::errors::os_error;
+use crate::sys::{self, RawSock};
 
 /// How long a submit waiting at the bound goes without looking for signals.
 const SIGNAL_SLICE: Duration = Duration::from_millis(100);
@@ -154,8 +154,7 @@ impl WorkerPool {
             })?;
         let free_slots = match max_workers {
             Some(_) => {
-                let (reader, writer) =
-                    Socket::pair(Domain::UNIX, Type::STREAM, None).map_err(os_error)?;
+                let (reader, writer) = sys::socket_pair().map_err(os_error)?;
                 reader.set_nonblocking(true).map_err(os_error)?;
                 writer.set_nonblocking(true).map_err(os_error)?;
                 Some((reader, writer))
@@ -279,12 +278,13 @@ impl WorkerPool {
         })
     }
 
-    /// Readable when a worker of a pool at its bound became free (-1: no bound).
-    pub fn free_slot_fd(&self) -> RawFd {
+    /// Readable when a worker of a pool at its bound became free (`NO_SOCKET`:
+    /// no bound).
+    pub fn free_slot_fd(&self) -> RawSock {
         self.shared
             .free_slots
             .as_ref()
-            .map_or(-1, |(reader, _)| reader.as_raw_fd())
+            .map_or(sys::NO_SOCKET, |(reader, _)| sys::as_raw(reader))
     }
 
     pub fn drain_free_slots(&self) {

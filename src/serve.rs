@@ -9,7 +9,6 @@
 
 use crate::locks::{Guard, Lock};
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Condvar;
 use std::thread::ThreadId;
@@ -18,12 +17,12 @@ use std::time::{Duration, Instant};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use socket2::{Domain, Socket, Type};
+use socket2::Socket;
 
 use crate::errors::{os_error, strerror};
 use crate::pool::WorkerPool;
 use crate::stats::ServerStats;
-use crate::sys::{self, is_resource_exhaustion, Interest};
+use crate::sys::{self, is_resource_exhaustion, Interest, RawSock};
 
 /// Longest stretch spent waiting without looking for signals.
 const SIGNAL_SLICE: Duration = Duration::from_millis(100);
@@ -83,8 +82,7 @@ impl ServeLoop {
     /// `stats`: the server's counters.
     #[new]
     fn new(logger: Py<PyAny>, stats: Py<ServerStats>) -> PyResult<Self> {
-        let (wake_read, wake_write) =
-            Socket::pair(Domain::UNIX, Type::STREAM, None).map_err(os_error)?;
+        let (wake_read, wake_write) = sys::socket_pair().map_err(os_error)?;
         wake_read.set_nonblocking(true).map_err(os_error)?;
         wake_write.set_nonblocking(true).map_err(os_error)?;
         Ok(Self {
@@ -135,21 +133,21 @@ impl ServeLoop {
     fn wait(
         &self,
         py: Python<'_>,
-        fd: RawFd,
+        fd: i64,
         poll_interval: Option<f64>,
         pool: Option<&Bound<'_, WorkerPool>>,
         sock: Option<&Bound<'_, PyAny>>,
-        also: Option<RawFd>,
+        also: Option<i64>,
     ) -> PyResult<u8> {
-        let also = also.unwrap_or(-1);
+        let also = also.and_then(sys::from_fileno).unwrap_or(sys::NO_SOCKET);
         if self.is_shutdown_requested() {
             return Ok(STOP);
         }
-        check_descriptor(fd)?;
+        let fd = check_descriptor(fd)?;
         let owner = sock.map(|sock| (sock, fd));
         let interval = poll_interval.map(|secs| Duration::from_secs_f64(secs.max(0.0)));
         if let Some(pause) = self.next_backoff(py) {
-            match self.wait_for(py, -1, -1, Some(pause), true, owner)? {
+            match self.wait_for(py, sys::NO_SOCKET, sys::NO_SOCKET, Some(pause), true, owner)? {
                 Wait::Woken => return Ok(STOP),
                 Wait::Closed => return Ok(CLOSED),
                 _ => {}
@@ -262,14 +260,21 @@ impl ServeLoop {
     fn wait_readable(
         &self,
         py: Python<'_>,
-        fd: RawFd,
+        fd: i64,
         timeout: Option<f64>,
         sock: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Option<bool>> {
-        check_descriptor(fd)?;
+        let fd = check_descriptor(fd)?;
         let timeout = timeout.map(|secs| Duration::from_secs_f64(secs.max(0.0)));
         Ok(
-            match self.wait_for(py, fd, -1, timeout, false, sock.map(|sock| (sock, fd)))? {
+            match self.wait_for(
+                py,
+                fd,
+                sys::NO_SOCKET,
+                timeout,
+                false,
+                sock.map(|sock| (sock, fd)),
+            )? {
                 Wait::Ready => Some(true),
                 Wait::Closed => None,
                 _ => Some(false),
@@ -341,7 +346,7 @@ impl ServeLoop {
         self.serving.lock()
     }
 
-    /// Wait for `fd` or `also` (-1: none) to be readable (and, if
+    /// Wait for `fd` or `also` (`NO_SOCKET`: none) to be readable (and, if
     /// `wakeable`, for a shutdown request) in slices of at most
     /// `SIGNAL_SLICE`, running signal handlers between them.
     /// Closed: the descriptor polled was closed, or the socket of `owner`
@@ -349,17 +354,17 @@ impl ServeLoop {
     fn wait_for(
         &self,
         py: Python<'_>,
-        fd: RawFd,
-        also: RawFd,
+        fd: RawSock,
+        also: RawSock,
         timeout: Option<Duration>,
         wakeable: bool,
-        owner: Option<(&Bound<'_, PyAny>, RawFd)>,
+        owner: Option<(&Bound<'_, PyAny>, RawSock)>,
     ) -> PyResult<Wait> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let wake_fd = if wakeable {
-            self.wake_read.as_raw_fd()
+            sys::as_raw(&self.wake_read)
         } else {
-            -1
+            sys::NO_SOCKET
         };
         loop {
             if let Some((sock, owned)) = owner {
@@ -407,8 +412,8 @@ impl ServeLoop {
     }
 
     /// The descriptor that becomes readable when shutdown is requested.
-    pub fn wake_fd(&self) -> RawFd {
-        self.wake_read.as_raw_fd()
+    pub fn wake_fd(&self) -> RawSock {
+        sys::as_raw(&self.wake_read)
     }
 
     pub fn drain_wakes(&self) {
@@ -419,20 +424,17 @@ impl ServeLoop {
 
 /// Whether `sock` still owns descriptor `fd` (a closed socket's fileno()
 /// is -1).
-pub fn owns(sock: &Bound<'_, PyAny>, fd: RawFd) -> PyResult<bool> {
-    let now: RawFd = sock.call_method0(intern!(sock.py(), "fileno"))?.extract()?;
-    Ok(now == fd)
+pub fn owns(sock: &Bound<'_, PyAny>, fd: RawSock) -> PyResult<bool> {
+    let now: i64 = sock.call_method0(intern!(sock.py(), "fileno"))?.extract()?;
+    Ok(now == sys::to_fileno(fd))
 }
 
-/// A closed server's fileno() is -1: refuse it as the standard library's
-/// selector does, rather than wait on nothing.
-pub fn check_descriptor(fd: RawFd) -> PyResult<()> {
-    if fd < 0 {
-        return Err(PyValueError::new_err(format!(
-            "Invalid file descriptor: {fd}"
-        )));
-    }
-    Ok(())
+/// A socket's fileno() as the socket to wait on. A closed server's is -1:
+/// refuse it as the standard library's selector does, rather than wait on
+/// nothing.
+pub fn check_descriptor(fd: i64) -> PyResult<RawSock> {
+    sys::from_fileno(fd)
+        .ok_or_else(|| PyValueError::new_err(format!("Invalid file descriptor: {fd}")))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

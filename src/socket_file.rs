@@ -2,7 +2,7 @@
 //! as `SocketIO` and the Buffered classes give them: a second
 //! `#[pymethods]` block per class (pyo3's `multiple-pymethods`).
 //!
-//! The class must have the fields `fd: RawFd`, `closed: AtomicBool`,
+//! The class must have the fields `fd: RawSock`, `closed: AtomicBool`,
 //! `socket: Py<PyAny>` and `raw: Mutex<Option<Py<PyAny>>>`, and the
 //! inherent methods `check_open(&self, msg)`, `fileno_now(&self, py)` and
 //! `finish(&self, py)` (its own part of `close()`).
@@ -16,7 +16,7 @@ macro_rules! socket_file_methods {
                 self.closed.load(std::sync::atomic::Ordering::Acquire)
             }
 
-            fn fileno(&self, py: pyo3::Python<'_>) -> pyo3::PyResult<std::os::unix::io::RawFd> {
+            fn fileno(&self, py: pyo3::Python<'_>) -> pyo3::PyResult<i64> {
                 self.fileno_now(py)
             }
 
@@ -54,11 +54,11 @@ macro_rules! socket_file_methods {
             }
 
             #[getter]
-            fn name(&self) -> std::os::unix::io::RawFd {
+            fn name(&self) -> i64 {
                 if self.closed() {
                     -1
                 } else {
-                    self.fd
+                    $crate::sys::to_fileno(self.fd)
                 }
             }
 

@@ -49,6 +49,10 @@ from typing import Any, Callable, Union
 
 from socketserver_rs import _state
 
+if not hasattr(os, "fork"):
+    # Like ForkingMixIn, which the standard module leaves out there.
+    raise ImportError("socketserver_rs.prefork needs os.fork(), which this platform lacks")
+
 __all__ = ["serve_prefork"]
 
 _logger = logging.getLogger("socketserver_rs")

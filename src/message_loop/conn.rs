@@ -21,7 +21,7 @@ pub(super) struct Payload {
 pub(super) struct Conn {
     /// The descriptor of the connection's Python socket, which Python
     /// keeps open while the loop knows the connection (see `MessageLoop`).
-    pub(super) fd: RawFd,
+    pub(super) fd: RawSock,
     /// Bytes received and not yet delivered: `input[start..]`.
     pub(super) input: Vec<u8>,
     pub(super) start: usize,

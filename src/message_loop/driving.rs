@@ -102,7 +102,7 @@ impl MessageLoop {
                 REPLY_WAKE => {
                     let mut sink = [MaybeUninit::<u8>::uninit(); 64];
                     while matches!(
-                        sys::recv(self.wake_read.as_raw_fd(), &mut sink, MSG_DONTWAIT),
+                        sys::recv(sys::as_raw(&self.wake_read), &mut sink, MSG_DONTWAIT),
                         Ok(n) if n > 0
                     ) {}
                 }
@@ -163,9 +163,7 @@ impl MessageLoop {
             }
             match accept(self.listener, self.nodelay) {
                 // SAFETY: just accepted; nothing else owns it.
-                Ok((fd, address)) => {
-                    found.push(Found::Opened(unsafe { OwnedFd::from_raw_fd(fd) }, address))
-                }
+                Ok((fd, address)) => found.push(Found::Opened(unsafe { sys::own(fd) }, address)),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                 Err(err) => {
                     let errno = err.raw_os_error().unwrap_or(0);
@@ -304,11 +302,11 @@ impl MessageLoop {
     pub(super) fn open<'py>(
         &self,
         py: Python<'py>,
-        fd: OwnedFd,
+        fd: OwnedSock,
         address: &SockAddr,
     ) -> Option<(u8, u64, Bound<'py, PyAny>)> {
         let serve_loop = self.serve_loop.get();
-        let fd = fd.into_raw_fd();
+        let fd = sys::into_raw(fd);
         let request = match wrap_socket(self.socket_class.bind(py), self.socket_kind.bind(py), fd) {
             Ok(request) => request,
             Err(err) => {

@@ -30,16 +30,17 @@ use crate::listener::{accept, address_to_py, socket_kind, wrap_socket};
 use crate::locks::{Guard, Lock};
 use crate::serve::{check_descriptor, owns, ServeLoop};
 use crate::stream::codec::{decode_header, encode_header, max_size_arg, FrameError, HEADER_LEN};
-use crate::sys::{self, is_resource_exhaustion, readable_now, PollEvent, Poller, MSG_DONTWAIT};
+use crate::sys::{
+    self, is_resource_exhaustion, readable_now, OwnedSock, PollEvent, Poller, RawSock, MSG_DONTWAIT,
+};
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
-use socket2::{Domain, SockAddr, Socket, Type};
+use socket2::{SockAddr, Socket};
 use std::collections::HashMap;
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -81,7 +82,7 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// What the loop found, before it becomes Python objects.
 enum Found {
     /// Owned until it becomes a Python socket: dropped, it is closed.
-    Opened(OwnedFd, SockAddr),
+    Opened(OwnedSock, SockAddr),
     Message(u64, Payload),
     Ended(u64, End),
     AcceptFailed(i32),
@@ -105,7 +106,7 @@ pub struct MessageLoop {
     poller: Poller,
     state: Lock<State>,
     spare: Arc<SpareBuffers>,
-    listener: RawFd,
+    listener: RawSock,
     /// The listening socket object: once it is closed, serving ends.
     socket: Py<PyAny>,
     nodelay: bool,
@@ -140,11 +141,10 @@ impl MessageLoop {
     ) -> PyResult<Self> {
         let max_size = max_size_arg(max_message_size)?;
         let deadlines = Deadlines::new(seconds_arg(timeout)?, seconds_arg(idle_timeout)?);
-        let listener: RawFd = socket.call_method0(intern!(py, "fileno"))?.extract()?;
-        check_descriptor(listener)?;
+        let fileno: i64 = socket.call_method0(intern!(py, "fileno"))?.extract()?;
+        let listener = check_descriptor(fileno)?;
         let socket_kind = socket_kind(&socket)?;
-        let (wake_read, wake_write) =
-            Socket::pair(Domain::UNIX, Type::STREAM, None).map_err(os_error)?;
+        let (wake_read, wake_write) = sys::socket_pair().map_err(os_error)?;
         wake_read.set_nonblocking(true).map_err(os_error)?;
         wake_write.set_nonblocking(true).map_err(os_error)?;
         let poller = Poller::new().map_err(os_error)?;
@@ -155,7 +155,7 @@ impl MessageLoop {
             .add(serve_loop.get().wake_fd(), SHUTDOWN_WAKE, true, false)
             .map_err(os_error)?;
         poller
-            .add(wake_read.as_raw_fd(), REPLY_WAKE, true, false)
+            .add(sys::as_raw(&wake_read), REPLY_WAKE, true, false)
             .map_err(os_error)?;
         Ok(Self {
             poller,
@@ -370,8 +370,8 @@ impl MessageLoop {
 
     /// The listening socket's descriptor.
     #[getter]
-    fn listener_fd(&self) -> RawFd {
-        self.listener
+    fn listener_fd(&self) -> i64 {
+        sys::to_fileno(self.listener)
     }
 }
 
@@ -389,7 +389,7 @@ fn seconds_arg(seconds: Option<f64>) -> PyResult<Option<Duration>> {
 }
 
 /// One non-blocking send of a message: how many of its bytes left.
-fn send_now(fd: RawFd, header: &[u8], data: &[u8]) -> io::Result<usize> {
+fn send_now(fd: RawSock, header: &[u8], data: &[u8]) -> io::Result<usize> {
     let parts = [IoSlice::new(header), IoSlice::new(data)];
     loop {
         match sys::send_vectored(fd, &parts, MSG_DONTWAIT) {

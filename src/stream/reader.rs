@@ -2,7 +2,7 @@
 //! stream handler.  The reading itself is in `reading.rs`.
 
 use crate::locks::Lock;
-use std::os::unix::io::RawFd;
+use crate::sys::{self, RawSock};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -22,7 +22,7 @@ use crate::stats::ServerStats;
 /// `sock.makefile('rb', bufsize)` in Rust.
 #[pyclass(frozen, module = "socketserver_rs._core", name = "SocketReader")]
 pub struct SocketReader {
-    fd: RawFd,
+    fd: RawSock,
     /// True while a read waits with nothing buffered at the start of a line
     /// or a message: the handler is between requests (`drain()` uses it).
     idle: Arc<AtomicBool>,
@@ -91,9 +91,9 @@ impl SocketReader {
         }
     }
 
-    fn fileno_now(&self, _py: Python<'_>) -> PyResult<RawFd> {
+    fn fileno_now(&self, _py: Python<'_>) -> PyResult<i64> {
         self.check_open(CLOSED_FILE)?;
-        Ok(self.fd)
+        Ok(sys::to_fileno(self.fd))
     }
 
     fn readline_impl<'py>(

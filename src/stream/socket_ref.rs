@@ -6,7 +6,6 @@
 
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
-use std::os::unix::io::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,12 +15,12 @@ use pyo3::prelude::*;
 
 use crate::errors::{os_error, socket_timeout};
 use crate::stats::IoCounters;
-use crate::sys::{self, Interest, MsgFlags, MSG_DONTWAIT, MSG_PEEK};
+use crate::sys::{self, Interest, MsgFlags, RawSock, MSG_DONTWAIT, MSG_PEEK};
 
 /// A Python socket object and the descriptor to do I/O on.
 pub struct SocketRef<'py> {
     sock: Bound<'py, PyAny>,
-    fd: RawFd,
+    fd: RawSock,
     /// The server's byte counters, when the file counts for one.
     counters: Option<Arc<IoCounters>>,
 }
@@ -30,10 +29,10 @@ impl<'py> SocketRef<'py> {
     /// `sock` at the descriptor its `fileno()` gives now: `OSError(EBADF)`
     /// when the socket is closed.
     pub fn new(sock: &Bound<'py, PyAny>) -> PyResult<Self> {
-        let fd: RawFd = sock.call_method0(intern!(sock.py(), "fileno"))?.extract()?;
-        if fd < 0 {
+        let fileno: i64 = sock.call_method0(intern!(sock.py(), "fileno"))?.extract()?;
+        let Some(fd) = sys::from_fileno(fileno) else {
             return Err(os_error(io::Error::from_raw_os_error(sys::EBADF)));
-        }
+        };
         Ok(SocketRef {
             sock: sock.clone(),
             fd,
@@ -47,7 +46,7 @@ impl<'py> SocketRef<'py> {
         self
     }
 
-    pub fn fd(&self) -> RawFd {
+    pub fn fd(&self) -> RawSock {
         self.fd
     }
 
@@ -223,7 +222,7 @@ impl<'py> SocketRef<'py> {
 /// `_io_refs` keeps that descriptor open, as `socket.makefile()` does).
 pub struct HeldSocket {
     sock: Py<PyAny>,
-    fd: RawFd,
+    fd: RawSock,
     counted: bool,
     counters: Option<Arc<IoCounters>>,
 }
@@ -387,7 +386,7 @@ impl From<io::Result<usize>> for Step {
 
 /// Waits until `fd` is ready for `interest` or `timeout` passes (`None`:
 /// no limit); `Done(0)` when the time ran out.
-fn wait_ready(fd: RawFd, interest: Interest, timeout: Option<Duration>) -> Step {
+fn wait_ready(fd: RawSock, interest: Interest, timeout: Option<Duration>) -> Step {
     Step::from(sys::poll([(fd, interest)], timeout).map(|[ready]| usize::from(!ready.is_empty())))
 }
 

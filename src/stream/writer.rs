@@ -4,7 +4,7 @@
 //! take one path: a message is its header and payload written as one.
 
 use crate::locks::Lock;
-use std::os::unix::io::RawFd;
+use crate::sys::{self, RawSock};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -28,7 +28,7 @@ struct WriterState {
 /// `socketserver._SocketWriter` (bufsize 0) or `sock.makefile('wb', bufsize)`.
 #[pyclass(frozen, module = "socketserver_rs._core", name = "SocketWriter")]
 pub struct SocketWriter {
-    fd: RawFd,
+    fd: RawSock,
     /// The Python socket (`_sock`), and `raw` once asked for.
     socket: Py<PyAny>,
     raw: Lock<Option<Py<PyAny>>>,
@@ -244,12 +244,12 @@ impl SocketWriter {
     }
 
     /// `_SocketWriter.fileno()` is the socket's, closed file or not.
-    fn fileno_now(&self, py: Python<'_>) -> PyResult<RawFd> {
+    fn fileno_now(&self, py: Python<'_>) -> PyResult<i64> {
         if self.bufsize == 0 {
             return self.socket.bind(py).call_method0("fileno")?.extract();
         }
         self.check_open(CLOSED_FILE)?;
-        Ok(self.fd)
+        Ok(sys::to_fileno(self.fd))
     }
 }
 
