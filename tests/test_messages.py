@@ -564,6 +564,29 @@ def test_message_client_over_a_unix_socket(runner, tmp_path):
             assert client.request(b"unix") == b"UNIX"
 
 
+def test_message_client_takes_any_server_address(runner, tmp_path):
+    # server.server_address as an IPv6 server gives it, (host, port,
+    # flowinfo, scope_id), and a Unix socket path as any bytes-like object.
+    require(socket.has_ipv6, "no IPv6 here")
+
+    class Server6(socketserver_rs.ThreadingTCPServer):
+        address_family = socket.AF_INET6
+        daemon_threads = True
+
+    class ServerUnix(socketserver_rs.ThreadingUnixStreamServer):
+        daemon_threads = True
+
+    server6 = runner.track(Server6(("::1", 0), OneShotHandler))
+    runner.start(server6)
+    assert len(server6.server_address) == 4
+    path = bytes(tmp_path / "messages.sock")
+    unix = runner.track(ServerUnix(path, OneShotHandler))
+    runner.start(unix)
+    for address in (server6.server_address, bytearray(path), memoryview(path)):
+        with socketserver_rs.MessageClient(address, IO_TIMEOUT) as client:
+            assert client.request(b"any") == b"ANY"
+
+
 def test_message_client_stays_open_after_a_type_error(message_server):
     with socketserver_rs.MessageClient(message_server.server_address, IO_TIMEOUT) as client:
         with pytest.raises(TypeError):
