@@ -1,6 +1,6 @@
-"""Defaults that differ from the standard module on purpose (see the
-README's table): TCP_NODELAY on accepted connections and the listen
-backlog; the class attributes themselves keep the standard values."""
+"""Defaults that differ from the standard module on purpose (see the table
+of docs/differences.md): TCP_NODELAY on accepted connections and the
+listen backlog; the class attributes themselves keep the standard values."""
 
 import errno
 import importlib.metadata
