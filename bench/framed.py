@@ -15,102 +15,35 @@ Loopback only; stops by itself.
 
     python3 bench/framed.py [--only timed|idle] [--runs 3] [--duration 3] [--no-install]
 
-It sets up build/bench-venv and bench/loadgen as bench/run.py does.
+It sets up build/bench-venv and bench/loadgen as bench/run.py does (bench/harness.py).
 """
 
 import argparse
 import math
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import (  # noqa: E402
-    PYTHON,
-    SERVERS,
-    Server,
+from harness import (  # noqa: E402
+    FRAMED_IDLE,
+    FRAMED_MODELS,
     check_tools,
-    cpu_seconds,
-    loadgen,
-    proc_status,
-    rss_kib,
+    framed_idle_cell,
+    framed_medians,
     setup,
 )
-
-MODELS = {
-    "thread": "(a) thread per connection (ThreadingTCPServer, event_driven = False)",
-    "event": "(b) event-driven, handlers on the serving thread (TCPServer)",
-    "event-threading": "(b') event-driven, handlers on the pool (ThreadingTCPServer)",
-    "uvloop": "(c) uvloop asyncio.Protocol",
-}
 
 
 def size_name(size):
     return f"{size // 1024} KiB" if size >= 1024 else f"{size} B"
 
 
-def medians(model, size, args):
-    """The median CPU µs/message and messages/s of args.runs cells, and
-    the errors of all."""
-    runs = [cell(model, size, args) for _ in range(args.runs)]
-    return {
-        "cpu": statistics.median(run["cpu"] for run in runs),
-        "rps": statistics.median(run["rps"] for run in runs),
-        "errors": sum(run["errors"] for run in runs),
-    }
-
-
-def cell(model, size, args):
-    server = Server([PYTHON, SERVERS, "framed", "--model", model], model)
-    marks = {}
-
-    def on_line(line, _proc):
-        if line in ("START", "STOP"):
-            marks[line] = cpu_seconds(server.pid)
-
-    try:
-        options = {"conns": 16, "size": size, "warmup": args.warmup, "duration": args.duration}
-        result = loadgen("framed", server.port, options, args.warmup + args.duration + 30, on_line)
-    finally:
-        server.stop()
-    messages = result["requests"]
-    cpu = (marks["STOP"] - marks["START"]) * 1e6 / messages if messages else math.nan
-    return {"cpu": cpu, "rps": result["rps"], "errors": result["errors"]}
-
-
-IDLE = [
-    ("stdlib", "the standard module's ThreadingTCPServer, a thread per connection", 1000),
-    ("event-threading", "socketserver_rs ThreadingTCPServer, event-driven", 10000),
-]
-
-
-def idle_cell(model, conns):
-    """Server threads and RSS (KiB) with `conns` idle framed connections."""
-    server = Server([PYTHON, SERVERS, "framed", "--model", model], model)
-    seen = {}
-
-    def on_line(line, proc):
-        if line == "HELD":
-            time.sleep(0.5)  # let the last handlers settle
-            seen["rss"] = rss_kib(server.pid)
-            seen["threads"] = proc_status(server.pid, "Threads")
-            proc.stdin.close()
-
-    try:
-        before = rss_kib(server.pid)
-        result = loadgen("framed-idle", server.port, {"conns": conns, "hold": 60}, 180, on_line)
-    finally:
-        server.stop()
-    return {"before": before, "held": result["held"], "errors": result["errors"], **seen}
-
-
 def run_idle():
     print("| server | connections held | threads | RSS before | RSS held |")
     print("|---|---|---|---|---|")
     rss = {}
-    for model, title, conns in IDLE:
-        row = idle_cell(model, conns)
+    for model, title, conns in FRAMED_IDLE:
+        row = framed_idle_cell(model, conns)
         rss[model] = row.get("rss", math.nan)
         note = f" ({row['errors']} errors)" if row["errors"] else ""
         print(
@@ -132,10 +65,12 @@ def main():
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--no-install", action="store_true")
     parser.add_argument("--only", choices=["timed", "idle"])
-    parser.add_argument("--models", default=",".join(MODELS), help="a subset, comma-separated")
+    parser.add_argument(
+        "--models", default=",".join(FRAMED_MODELS), help="a subset, comma-separated"
+    )
     parser.add_argument("--sizes", default="64,65536", help="message sizes, comma-separated")
     args = parser.parse_args()
-    models = {m: MODELS[m] for m in args.models.split(",")}
+    models = {m: FRAMED_MODELS[m] for m in args.models.split(",")}
     sizes = {size_name(int(n)): int(n) for n in args.sizes.split(",")}
     args.no_wrk = True
     check_tools(args)
@@ -150,16 +85,16 @@ def main():
     results = {}
     for name, size in sizes.items():
         for model, title in models.items():
-            measured = medians(model, size, args)
+            measured = framed_medians(model, size, args)
             cpu, rps, errors = measured["cpu"], measured["rps"], measured["errors"]
             results[name, model] = (cpu, rps)
             note = f" ({errors} errors)" if errors else ""
             print(f"| {name} | {title} | {cpu:.1f}{note} | {rps:,.0f} |", flush=True)
     print()
-    if len(models) < len(MODELS):
+    if len(models) < len(FRAMED_MODELS):
         return
     for name in sizes:
-        thread, event, pooled, uv = (results[name, m][0] for m in MODELS)
+        thread, event, pooled, uv = (results[name, m][0] for m in FRAMED_MODELS)
         print(
             f"{name}: CPU per message, (a)/(b) {thread / event:.2f}x, "
             f"(c)/(b) {uv / event:.2f}x, (a)/(b') {thread / pooled:.2f}x, "

@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import LOADGEN_CPU, SERVER_CPU, parse_wrk  # noqa: E402
+from harness import LOADGEN_CPU, SERVER_CPU, parse_wrk  # noqa: E402
 
 COMMANDS = {
     "http.server": ["-m", "http.server"],

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run  # noqa: E402
+import harness as run  # noqa: E402
 
 SPECS = {
     "stats on": ("rs", ("ThreadingTCPServer", "line")),

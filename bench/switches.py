@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import run  # noqa: E402  (bench/run.py, beside this file)
+import harness as run  # noqa: E402  (bench/harness.py, beside this file)
 
 EVENTS = ["context-switches", "task-clock", "syscalls:sys_enter_futex"]
 

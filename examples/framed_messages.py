@@ -8,7 +8,7 @@ import socketserver_rs as socketserver
 class UpperHandler(socketserver.MessageRequestHandler):
     max_message_size = 1024 * 1024  # refuse longer messages (default 16 MiB)
 
-    def handle_message(self, message):  # one whole message, bytes
+    def handle_message(self, message: bytes) -> bytes:  # one whole message
         return message.upper()  # sent back as one message
 
 
@@ -21,6 +21,7 @@ with socketserver.ThreadingTCPServer(("127.0.0.1", 0), UpperHandler) as server:
             client.send_message(message)
         for _ in range(2):
             reply = client.recv_message()  # None once the server closes
+            assert reply is not None
             print(len(reply), reply[:12])  # 0 b'', then 200000 b'BIG BIG BIG '
 
     server.shutdown()

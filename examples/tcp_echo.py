@@ -7,7 +7,7 @@ import socketserver_rs as socketserver
 
 
 class EchoHandler(socketserver.StreamRequestHandler):
-    def handle(self):
+    def handle(self) -> None:
         for line in self.rfile:  # one line at a time, until the client closes
             self.wfile.write(line)
 
@@ -15,7 +15,8 @@ class EchoHandler(socketserver.StreamRequestHandler):
 with socketserver.ThreadingTCPServer(("127.0.0.1", 0), EchoHandler) as server:
     threading.Thread(target=server.serve_forever, daemon=True).start()
 
-    with socket.create_connection(server.server_address) as client:
+    port = server.server_address[1]
+    with socket.create_connection(("127.0.0.1", port)) as client:
         client.sendall(b"hello\n")
         reply = b""
         while not reply.endswith(b"\n"):  # a reply may arrive in pieces

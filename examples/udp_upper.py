@@ -7,7 +7,7 @@ import socketserver_rs as socketserver
 
 
 class UpperHandler(socketserver.BaseRequestHandler):
-    def handle(self):
+    def handle(self) -> None:
         data, sock = self.request
         sock.sendto(data.upper(), self.client_address)
 

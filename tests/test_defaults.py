@@ -1,6 +1,6 @@
-"""Defaults that differ from the standard module on purpose (see the
-README's table): TCP_NODELAY on accepted connections and the listen
-backlog; the class attributes themselves keep the standard values."""
+"""Defaults that differ from the standard module on purpose (see the table
+of docs/differences.md): TCP_NODELAY on accepted connections and the
+listen backlog; the class attributes themselves keep the standard values."""
 
 import errno
 import importlib.metadata
@@ -12,7 +12,7 @@ import time
 import warnings
 
 import pytest
-from conftest import IO_TIMEOUT, faithful, stream_request
+from conftest import IO_TIMEOUT, faithful, require, stream_request
 
 import socketserver_rs
 
@@ -118,9 +118,9 @@ def test_version_is_the_standard_modules():
     assert importlib.metadata.version("socketserver_rs") == socketserver_rs._core.__version__
 
 
-@pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="no SO_REUSEPORT here")
 def test_reuse_port_only_for_internet_families(unix_path):
     """Linux 6.12.9+ refuses SO_REUSEPORT on AF_UNIX; it is set for TCP only."""
+    require(hasattr(socket, "SO_REUSEPORT"), "no SO_REUSEPORT here")
 
     class Unix(socketserver_rs.UnixStreamServer):
         allow_reuse_port = True

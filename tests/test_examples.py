@@ -1,14 +1,13 @@
-"""The README's programs and examples/ run and print what they promise."""
+"""The programs of examples/ run and print what they promise (the blocks of
+the README and docs/ run in test_docs.py)."""
 
 import pathlib
-import re
 import subprocess
 import sys
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-README_BLOCKS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 
 # What each example must print: a string, or lines that must all appear.
@@ -80,12 +79,3 @@ def test_example_runs(path):
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert EXPECTED[path.name] in result.stdout
-
-
-def test_readme_programs_are_the_examples():
-    # The README shows the examples verbatim, so running those runs these.
-    example_code = [path.read_text() for path in EXAMPLES]
-    runnable = [block for block in README_BLOCKS if "serve_forever" in block]
-    assert runnable, "no runnable program found in the README"
-    for block in runnable:
-        assert any(block in code for code in example_code), block[:80]

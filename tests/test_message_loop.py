@@ -119,6 +119,40 @@ def test_replies_keep_their_order_on_one_connection(server_class):
         thread.join(IO_TIMEOUT)
 
 
+def test_a_client_speaking_text_is_told_apart(server_class):
+    # An HTTP request to a message server: its first 4 bytes, read as a
+    # length, are named as text in the error handle_error() gets.
+    with make(server_class, Upper, recording=True) as server:
+        thread = serve(server)
+        with socket.create_connection(server.server_address, timeout=IO_TIMEOUT) as client:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert client.recv(1) == b""
+        assert wait_until(lambda: server.errors)
+        [error] = server.errors
+        assert isinstance(error, ValueError)
+        text = str(error)
+        assert "message length 1195725856 exceeds max_message_size 16777216" in text
+        assert "b'GET '" in text and "not sending length-prefixed messages" in text
+        server.shutdown()
+        thread.join(IO_TIMEOUT)
+
+
+def test_quiet_disconnects_makes_a_message_cut_short_one_line(server_class, capfd, caplog):
+    caplog.set_level(logging.INFO, logger="socketserver_rs")
+    cls = type("Server", (server_class,), {"quiet_disconnects": True})
+    with cls(("127.0.0.1", 0), Upper) as server:
+        thread = serve(server)
+        with socket.create_connection(server.server_address, timeout=IO_TIMEOUT) as client:
+            client.sendall(struct.pack(">I", 10) + b"abc")
+        assert wait_until(lambda: server.stats()["requests_total"] == 1)
+        assert wait_until(lambda: server.stats()["requests_active"] == 0)
+        server.shutdown()
+        thread.join(IO_TIMEOUT)
+    assert capfd.readouterr().err == ""
+    lines = [r.getMessage() for r in caplog.records if "went away" in r.getMessage()]
+    assert len(lines) == 1 and "got 3 of 10 bytes" in lines[0], lines
+
+
 def test_a_message_over_the_limit_fails_that_connection_only(server_class):
     class Small(Upper):
         max_message_size = 16
@@ -133,7 +167,7 @@ def test_a_message_over_the_limit_fails_that_connection_only(server_class):
             assert good.request(b"still here") == b"STILL HERE"
         assert wait_until(lambda: server.errors)
         [error] = server.errors
-        assert isinstance(error, ValueError) and "exceeds max_size 16" in str(error)
+        assert isinstance(error, ValueError) and "exceeds max_message_size 16" in str(error)
         assert wait_until(lambda: server.stats()["requests_active"] == 0)
         assert server.stats()["errors"] == 1
         server.shutdown()

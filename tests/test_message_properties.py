@@ -53,7 +53,8 @@ def expected(stream, max_size):
             return outcomes, len(stream)
         (length,) = struct.unpack_from(">I", stream, pos)
         if length > max_size:
-            outcomes.append(("ValueError", f"message length {length} exceeds max_size {max_size}"))
+            text = f"message length {length} exceeds max_message_size {max_size}"
+            outcomes.append(("ValueError", text))
             return outcomes, pos + 4
         if rest - 4 < length:
             detail = f"message (got {rest - 4} of {length} bytes)"

@@ -298,7 +298,7 @@ def test_a_custom_limit_is_inclusive(serve):
         err = server.errors.get(timeout=IO_TIMEOUT)
         assert client.recv(1) == b""
     assert type(err) is ValueError
-    assert str(err).startswith("message length 11 exceeds max_size 10")
+    assert str(err).startswith("message length 11 exceeds max_message_size 10")
 
 
 def test_the_socket_timeout_applies(serve):
@@ -416,7 +416,7 @@ CLOSED = "connection closed in the middle of a message"
     [
         (b"\x00", EOFError, CLOSED + " header (got 1 of 4 bytes)"),
         (frame(b"abcdef")[:6], EOFError, CLOSED + " (got 2 of 6 bytes)"),
-        (b"\xff\xff\xff\xff", ValueError, "message length 4294967295 exceeds max_size 1000"),
+        (b"\xff" * 4, ValueError, "message length 4294967295 exceeds max_message_size 1000"),
     ],
     ids=["mid-header", "mid-body", "oversized"],
 )
@@ -439,7 +439,7 @@ def test_client_timeout(pair):
 
 def test_client_negative_limit(pair):
     a, b = pair
-    with pytest.raises(ValueError, match="max_size must be non-negative"):
+    with pytest.raises(ValueError, match=r"max_message_size \(max_size\) must be non-negative"):
         socketserver_rs.recv_message(b, -1)
 
 
@@ -564,6 +564,29 @@ def test_message_client_over_a_unix_socket(runner, tmp_path):
             assert client.request(b"unix") == b"UNIX"
 
 
+def test_message_client_takes_any_server_address(runner, tmp_path):
+    # server.server_address as an IPv6 server gives it, (host, port,
+    # flowinfo, scope_id), and a Unix socket path as any bytes-like object.
+    require(socket.has_ipv6, "no IPv6 here")
+
+    class Server6(socketserver_rs.ThreadingTCPServer):
+        address_family = socket.AF_INET6
+        daemon_threads = True
+
+    class ServerUnix(socketserver_rs.ThreadingUnixStreamServer):
+        daemon_threads = True
+
+    server6 = runner.track(Server6(("::1", 0), OneShotHandler))
+    runner.start(server6)
+    assert len(server6.server_address) == 4
+    path = bytes(tmp_path / "messages.sock")
+    unix = runner.track(ServerUnix(path, OneShotHandler))
+    runner.start(unix)
+    for address in (server6.server_address, bytearray(path), memoryview(path)):
+        with socketserver_rs.MessageClient(address, IO_TIMEOUT) as client:
+            assert client.request(b"any") == b"ANY"
+
+
 def test_message_client_stays_open_after_a_type_error(message_server):
     with socketserver_rs.MessageClient(message_server.server_address, IO_TIMEOUT) as client:
         with pytest.raises(TypeError):
@@ -601,11 +624,11 @@ def test_message_client_limit(message_server):
     address = message_server.server_address
     with socketserver_rs.MessageClient(address, IO_TIMEOUT, max_message_size=10) as client:
         assert client.request(b"big 10") == b"b" * 10
-        with pytest.raises(ValueError, match="message length 11 exceeds max_size 10"):
+        with pytest.raises(ValueError, match="message length 11 exceeds max_message_size 10"):
             client.request(b"big 11")
         assert client.socket.fileno() == -1
     with Small(address, IO_TIMEOUT) as client:
-        with pytest.raises(ValueError, match="exceeds max_size 10"):
+        with pytest.raises(ValueError, match="exceeds max_message_size 10"):
             client.request(b"big 11")
     assert socketserver_rs.MessageClient.max_message_size == DEFAULT_MAX_MESSAGE_SIZE
     with pytest.raises(ValueError, match="non-negative"):

@@ -7,7 +7,7 @@ import struct
 import threading
 
 import pytest
-from conftest import IO_TIMEOUT
+from conftest import IO_TIMEOUT, require
 
 import socketserver_rs
 
@@ -25,8 +25,9 @@ def serve(runner, cls, address, handler):
     return server
 
 
-@pytest.mark.skipif(not socket.has_dualstack_ipv6(), reason="no dual-stack IPv6 here")
 def test_dualstack_serves_ipv4_and_ipv6_on_one_socket(runner):
+    require(socket.has_dualstack_ipv6(), "no dual-stack IPv6 here (IPv6 disabled?)")
+
     class DualStack(socketserver_rs.ThreadingTCPServer):
         address_family = socket.AF_INET6
         dualstack_ipv6 = True

@@ -10,6 +10,7 @@ handshake_timeout (see tls.py); `python -m socketserver_rs http` with
 
 import logging
 import re
+import shutil
 import socket
 import socketserver
 import ssl
@@ -235,7 +236,7 @@ def test_http_over_tls_matches_http_server_and_survives_silent_clients(tmp_path)
 
     pythons = newer_pythons()
     require(pythons, "no CPython 3.14 or newer with socketserver_rs installed")
-    require(Path("/usr/bin/curl").exists(), "curl is not installed")
+    require(shutil.which("curl"), "curl is not installed (apt-get install -y curl)")
     site = tmp_path / "site"
     (site / "sub").mkdir(parents=True)
     (site / "a.txt").write_bytes(b"alpha\n")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from conftest import require
+from test_docs import BLOCKS
 
 SHARED = {}
 OURS_ONLY = {}
@@ -488,13 +489,30 @@ def write_programs(module, directory):
     return sorted(programs(module))
 
 
+def write_doc_blocks(directory):
+    """Every Python block of README.md and docs/*.md, run or not, as a file."""
+    names = []
+    for block in BLOCKS:
+        name = f"{block.page.stem.replace('-', '_')}_line{block.line}.py".lower()
+        (directory / name).write_text(block.code)
+        names.append(name)
+    return names
+
+
 def checker_output(result):
     return f"exit {result.returncode}\n{result.stdout}{result.stderr}"
 
 
 @pytest.mark.parametrize("module", MODULES)
 def test_mypy_strict(module, tmp_path):
-    files = write_programs(module, tmp_path)
+    run_mypy(write_programs(module, tmp_path), tmp_path)
+
+
+def test_mypy_strict_on_the_docs(tmp_path):
+    run_mypy(write_doc_blocks(tmp_path), tmp_path)
+
+
+def run_mypy(files, tmp_path):
     result = subprocess.run(
         [
             sys.executable,
@@ -523,13 +541,25 @@ def basedpyright():
 @pytest.mark.parametrize("mode", ["standard", "strict"])
 @pytest.mark.parametrize("module", MODULES)
 def test_pyright(module, mode, tmp_path):
+    run_pyright(write_programs(module, tmp_path), mode, tmp_path)
+
+
+@pytest.mark.parametrize("mode", ["standard", "strict"])
+def test_pyright_on_the_docs(mode, tmp_path):
+    # A few blocks show an import line and nothing else: strict's unused
+    # import rule is about programs, not those.
+    rules = {"reportUnusedImport": False}
+    run_pyright(write_doc_blocks(tmp_path), mode, tmp_path, rules)
+
+
+def run_pyright(files, mode, tmp_path, rules=None):
     command = basedpyright()
     require(command, "basedpyright is not installed (pip install '.[test]')")
-    files = write_programs(module, tmp_path)
     # Pyright's own rules, its default and its strict ones, not basedpyright's
     # (files named on the command line would make it ignore this configuration).
     # Pyright itself assumes the platform it runs on; basedpyright, all of them.
     config = {"include": files, "typeCheckingMode": mode, "pythonPlatform": "Linux"}
+    config.update(rules or {})
     (tmp_path / "pyrightconfig.json").write_text(json.dumps(config))
     options = ["--outputjson", "--project", "pyrightconfig.json", "--pythonpath", sys.executable]
     result = subprocess.run(

@@ -206,12 +206,13 @@ class MessageClient:
     """A connection to a server speaking length-prefixed messages (a
     MessageRequestHandler, or any server using the same format).
 
-    address is (host, port) for TCP, or a path (str, bytes or os.PathLike)
-    for a Unix socket.  timeout (seconds, or None to wait without bound)
-    covers connecting and then each send and receive; an expired one raises
-    TimeoutError.  max_message_size bounds the messages received (a class
-    attribute, as on MessageRequestHandler; the keyword sets it for one
-    client).
+    address is what a server's server_address is: (host, port), or an
+    IPv6 server's (host, port, flowinfo, scope_id), for TCP; a path (str,
+    bytes, another bytes-like object or os.PathLike) for a Unix socket.
+    timeout (seconds, or None to wait without bound) covers connecting and
+    then each send and receive; an expired one raises TimeoutError.
+    max_message_size bounds the messages received (a class attribute, as
+    on MessageRequestHandler; the keyword sets it for one client).
 
     An error while sending or receiving (a timeout, a message cut short,
     one over the limit, a reset) leaves the stream out of step, so the
@@ -279,16 +280,27 @@ class MessageClient:
 
 @_timeout_error
 def _connect(address, timeout):
+    # Whatever a server's server_address is: a path (str, bytes, os.PathLike
+    # or another bytes-like object), (host, port), or an IPv6 server's
+    # (host, port, flowinfo, scope_id).
+    if isinstance(address, (bytearray, memoryview)):
+        address = bytes(address)
     if isinstance(address, (str, bytes, os.PathLike)):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(timeout)
-            sock.connect(os.fspath(address))
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        return _connected(socket.AF_UNIX, os.fspath(address), timeout)
+    if isinstance(address, tuple) and len(address) == 4:
+        return _connected(socket.AF_INET6, address, timeout)
     return socket.create_connection(address, timeout)
+
+
+def _connected(family, address, timeout):
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 # The Python path, for other sockets and file objects: the core's codec

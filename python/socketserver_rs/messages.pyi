@@ -4,7 +4,7 @@ from types import TracebackType
 from typing import Final, SupportsIndex
 
 from _typeshed import ReadableBuffer, StrOrBytesPath
-from typing_extensions import Self
+from typing_extensions import Self, TypeAlias
 
 from socketserver_rs.handlers import StreamRequestHandler
 
@@ -18,6 +18,15 @@ __all__ = [
 ]
 
 DEFAULT_MAX_MESSAGE_SIZE: Final = 16777216
+
+# What the servers' server_address is typed as: (host, port), an IPv6
+# server's (host, port, flowinfo, scope_id), or a Unix socket's path.
+_Address: TypeAlias = (
+    tuple[str | bytes | bytearray, int]
+    | tuple[str | bytes | bytearray, int, int, int]
+    | StrOrBytesPath
+    | ReadableBuffer
+)
 
 class MessageRequestHandler(StreamRequestHandler):
     max_message_size: int
@@ -46,7 +55,7 @@ class MessageClient:
     socket: socket
     def __init__(
         self,
-        address: tuple[str, int] | StrOrBytesPath,
+        address: _Address,
         timeout: float | None = None,
         *,
         max_message_size: int | None = None,

@@ -74,9 +74,11 @@ def _backlog(server):
 
 
 def _client_went_away(exc):
-    """A broken pipe, a reset, a timeout, or a TLS connection cut short: the
-    client's doing, not the handler's."""
+    """A broken pipe, a reset, a timeout, a message cut short (EOFError), or a
+    TLS connection cut short: the client's doing, not the handler's."""
     if isinstance(exc, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)):
+        return True
+    if isinstance(exc, EOFError):
         return True
     if isinstance(exc, (TimeoutError, socket.timeout)):
         return True
@@ -463,7 +465,7 @@ class BaseServer:
 
         The default is to print a traceback and continue. With
         quiet_disconnects, a client that went away (broken pipe, reset,
-        timeout) is one INFO line through the socketserver_rs logger instead.
+        timeout, a message cut short) is one INFO line through the socketserver_rs logger instead.
         """
         if self.quiet_disconnects and _client_went_away(sys.exc_info()[1]):
             import logging

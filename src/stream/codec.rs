@@ -47,12 +47,24 @@ impl fmt::Display for FrameError {
                 "message of {len} bytes does not fit a 4-byte length header (at most {} bytes)",
                 u32::MAX
             ),
-            FrameError::Oversized { len, max_size } => write!(
-                f,
-                "message length {len} exceeds max_size {max_size}; \
-                 the connection cannot be read further"
-            ),
-            FrameError::NegativeLimit => f.write_str("max_size must be non-negative"),
+            FrameError::Oversized { len, max_size } => {
+                write!(
+                    f,
+                    "message length {len} exceeds max_message_size {max_size} \
+                     (max_size of recv_message()); the connection cannot be read further"
+                )?;
+                match header_as_text(len) {
+                    Some(text) => write!(
+                        f,
+                        ". Its 4 length bytes read as text, b'{text}': the peer is likely \
+                         not sending length-prefixed messages (an HTTP request, say)"
+                    ),
+                    None => Ok(()),
+                }
+            }
+            FrameError::NegativeLimit => {
+                f.write_str("max_message_size (max_size) must be non-negative")
+            }
             FrameError::HeaderSize(got) => {
                 write!(f, "a message header is {HEADER_LEN} bytes, not {got}")
             }
@@ -67,6 +79,24 @@ impl fmt::Display for FrameError {
             ),
         }
     }
+}
+
+/// The header that announced `len`, as the inside of a Python bytes literal,
+/// when all its bytes are printable ASCII: a peer speaking a text protocol.
+fn header_as_text(len: usize) -> Option<String> {
+    let header = u32::try_from(len).ok()?.to_be_bytes();
+    let mut text = String::new();
+    for byte in header {
+        match byte {
+            b'\'' | b'\\' => text.extend(['\\', char::from(byte)]),
+            b'\r' => text.push_str("\\r"),
+            b'\n' => text.push_str("\\n"),
+            b'\t' => text.push_str("\\t"),
+            0x20..=0x7e => text.push(char::from(byte)),
+            _ => return None,
+        }
+    }
+    Some(text)
 }
 
 /// A message cut short is an `EOFError` (as `asyncio.IncompleteReadError`,
@@ -217,7 +247,19 @@ mod tests {
             }
         );
         let text = err.to_string();
-        assert!(text.starts_with("message length 4000000000 exceeds max_size 16"));
+        assert!(text.starts_with("message length 4000000000 exceeds max_message_size 16"));
+        assert!(!text.contains("as text"), "{text}");
+    }
+
+    #[test]
+    fn a_text_header_is_shown_as_text() {
+        let err = decode_header(b"GET ", DEFAULT_MAX_SIZE).unwrap_err();
+        assert!(err.to_string().ends_with(
+            ". Its 4 length bytes read as text, b'GET ': the peer is likely \
+             not sending length-prefixed messages (an HTTP request, say)"
+        ));
+        let err = decode_header(b"a'\r\n", 0).unwrap_err();
+        assert!(err.to_string().contains(r"b'a\'\r\n'"), "{err}");
     }
 
     #[test]
