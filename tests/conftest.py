@@ -112,6 +112,21 @@ class RecordingErrors:
         self.errors.append(sys.exc_info()[1])
 
 
+def start_recording(server_class, handler):
+    """A server of server_class recording its errors, serving on a thread:
+    (server, thread); stop_serving() ends both."""
+    server = type("Server", (RecordingErrors, server_class), {})(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    return server, thread
+
+
+def stop_serving(server, thread):
+    server.shutdown()
+    thread.join(IO_TIMEOUT)
+    server.server_close()
+
+
 class Serving:
     """A server whose serve_forever() runs in a thread. As a context
     manager (for a scenario run without the runner fixture) it starts the

@@ -5,10 +5,9 @@ is closed with one log line, while the others are served."""
 import logging
 import socket
 import struct
-import threading
 
 import pytest
-from conftest import IO_TIMEOUT, RecordingErrors, read_to_eof, wait_until
+from conftest import IO_TIMEOUT, read_to_eof, start_recording, stop_serving, wait_until
 
 import socketserver_rs
 from socketserver_rs import MessageClient, MessageRequestHandler, _state
@@ -36,17 +35,12 @@ class Upper(MessageRequestHandler):
 
 
 def start(server_class, handler):
-    server = type("Server", (RecordingErrors, server_class), {})(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
+    server, thread = start_recording(server_class, handler)
     assert wait_until(lambda: _state.of(server).messages is not None)
     return server, thread
 
 
-def stop(server, thread):
-    server.shutdown()
-    thread.join(IO_TIMEOUT)
-    server.server_close()
+stop = stop_serving
 
 
 def closed_lines(caplog):

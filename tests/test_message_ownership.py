@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from conftest import IO_TIMEOUT, RecordingErrors, wait_until
+from conftest import IO_TIMEOUT, start_recording, stop_serving, wait_until
 
 import socketserver_rs
 from socketserver_rs import MessageClient, MessageRequestHandler
@@ -22,17 +22,8 @@ def server_class(request):
     return SERVERS[request.param]
 
 
-def start(server_class, handler):
-    server = type("Server", (RecordingErrors, server_class), {})(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    return server, thread
-
-
-def stop(server, thread):
-    server.shutdown()
-    thread.join(IO_TIMEOUT)
-    server.server_close()
+start = start_recording
+stop = stop_serving
 
 
 def assert_nothing_to_read(sock):

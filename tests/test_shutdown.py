@@ -349,9 +349,9 @@ def _close_while_handle_request_waits(server):
     server.timeout = 0.2
     for _ in range(20):
         returned = []
-        waiter = threading.Thread(target=lambda: returned.append(server.handle_request()))
+        waiter = threading.Thread(target=lambda out=returned: out.append(server.handle_request()))
         waiter.start()
-        wait_until(lambda: _waiting(waiter) or not waiter.is_alive())
+        wait_until(lambda w=waiter: _waiting(w) or not w.is_alive())
         if _waiting(waiter):
             break
         # It reached its timeout before this thread saw it wait (a loaded
