@@ -30,13 +30,29 @@ import sysconfig
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import LOADGEN_BIN, SERVERS, Server, build_loadgen, cpu_seconds, loadgen, log  # noqa: E402
+from run import (  # noqa: E402
+    CLK_TCK,
+    LOADGEN_BIN,
+    SERVERS,
+    Server,
+    build_loadgen,
+    cpu_seconds,
+    cpu_times,
+    loadgen,
+    log,
+)
 
 MODULES = {"std": "socketserver", "rs": "socketserver_rs"}
 HASH_CELLS = [(impl, conns) for impl in MODULES for conns in (1, 8)]
 ECHO_CONNS = 8
 SCALING_TARGET = 1.7
 ECHO_CPU_TARGET = 1.25
+ECHO_CPU = {
+    "server_cpu": "CPU",
+    "server_user": "user CPU",
+    "server_system": "system CPU",
+    "client_cpu": "load generator CPU",
+}
 
 
 def check_interpreter():
@@ -53,6 +69,14 @@ def check_interpreter():
         sys.exit("the GIL is on after importing socketserver_rs (or PYTHON_GIL=1 is set)")
 
 
+def machine_busy():
+    """CPU seconds all processes have run, from /proc/stat."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    idle, iowait = ticks[3], ticks[4]
+    return (sum(ticks[:8]) - idle - iowait) / CLK_TCK
+
+
 def cell(impl, handler, conns, cfg):
     """One measured window: requests/s, and the server's and the load
     generator's CPU seconds per request and per wall-clock second."""
@@ -63,7 +87,7 @@ def cell(impl, handler, conns, cfg):
 
     def on_line(line, proc):
         if line in ("START", "STOP"):
-            marks[line] = (cpu_seconds(server.pid), cpu_seconds(proc.pid))
+            marks[line] = (cpu_times(server.pid), cpu_seconds(proc.pid), machine_busy())
 
     try:
         options = {"conns": conns, "size": 64, "warmup": cfg.warmup, "duration": cfg.duration}
@@ -73,29 +97,83 @@ def cell(impl, handler, conns, cfg):
         server.stop()
     if result["errors"] or result["stalled"] or not result["requests"]:
         raise RuntimeError(f"{server.name}, {conns} conns: {result}")
-    (server_start, client_start), (server_stop, client_stop) = marks["START"], marks["STOP"]
+    (server0, client0, busy0), (server1, client1, busy1) = marks["START"], marks["STOP"]
+    user, system = (stop - start for start, stop in zip(server0, server1))
+    client = client1 - client0
     requests, secs = result["requests"], result["secs"]
     return {
         "rps": result["rps"],
-        "server_cpu": (server_stop - server_start) / requests,
-        "server_cores": (server_stop - server_start) / secs,
-        "client_cpu": (client_stop - client_start) / requests,
+        "server_cpu": (user + system) / requests,
+        "server_user": user / requests,
+        "server_system": system / requests,
+        "server_cores": (user + system) / secs,
+        "client_cpu": client / requests,
+        "other_cores": max(0.0, busy1 - busy0 - user - system - client) / secs,
     }
 
 
-def median(cells, key):
-    return statistics.median(c[key] for c in cells)
+def median(cells, key, scale=1.0):
+    return statistics.median(c[key] for c in cells) * scale
 
 
-def verdict(value, target):
-    return "PASS" if value >= target else "MISS"
+def ratio(pairs):
+    """The median of per-round ratios, and their range."""
+    ratios = sorted(a / b for a, b in pairs)
+    return f"{statistics.median(ratios):.2f}x (runs {ratios[0]:.2f}-{ratios[-1]:.2f})"
+
+
+def verdict(pairs, target):
+    value = statistics.median(a / b for a, b in pairs)
+    return f"target >= {target}x: {'PASS' if value >= target else 'MISS'}"
+
+
+def report_hash(hashed):
+    print("(a) 2,000 x SHA-256 per line, keep-alive, ThreadingTCPServer")
+    print("| module | conns | req/s | server cores | others' cores | server CPU ms/req |")
+    print("|---|---|---|---|---|---|")
+    for impl, conns in HASH_CELLS:
+        cells = hashed[impl, conns]
+        print(
+            f"| {MODULES[impl]} | {conns} | {median(cells, 'rps'):.0f}"
+            f" | {median(cells, 'server_cores'):.2f} | {median(cells, 'other_cores'):.2f}"
+            f" | {median(cells, 'server_cpu', 1e3):.3f} |"
+        )
+    print()
+    for impl in MODULES:
+        pairs = [(eight["rps"], one["rps"]) for one, eight in zip(hashed[impl, 1], hashed[impl, 8])]
+        line = f"{MODULES[impl]}: req/s 8 conns / 1 conn = {ratio(pairs)}"
+        if impl == "rs":
+            line += f" ({verdict(pairs, SCALING_TARGET)})"
+        print(line)
+
+
+def report_echo(echo):
+    print(f"(b) keep-alive line echo, {ECHO_CONNS} conns, ThreadingTCPServer")
+    print(
+        "| module | req/s | server cores | others' cores"
+        " | server CPU µs/req | user | system | client CPU µs/req |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for impl in MODULES:
+        cells = echo[impl]
+        cores = [f"{median(cells, key):.2f}" for key in ("server_cores", "other_cores")]
+        cpu = [f"{median(cells, key, 1e6):.1f}" for key in ECHO_CPU]
+        print(f"| {MODULES[impl]} | {median(cells, 'rps'):.0f} | {' | '.join(cores + cpu)} |")
+    print()
+    rounds = list(zip(echo["std"], echo["rs"]))
+    for key, name in list(ECHO_CPU.items())[:3]:
+        pairs = [(std[key], rs[key]) for std, rs in rounds]
+        line = f"server {name} per request, socketserver / socketserver_rs = {ratio(pairs)}"
+        if key == "server_cpu":
+            line += f" ({verdict(pairs, ECHO_CPU_TARGET)})"
+        print(line)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=3.0)
-    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--duration", type=float, default=2.0)
+    parser.add_argument("--warmup", type=float, default=0.5)
     cfg = parser.parse_args()
     check_interpreter()
     if not (LOADGEN_BIN / "loadgen").exists():
@@ -114,46 +192,12 @@ def main():
             log(f"run {round_no} echo {MODULES[impl]:15} {c['server_cpu'] * 1e6:8.1f} µs/request")
 
     version = sys.version.split()[0]
-    print(f"CPython {version} free-threaded, GIL off; {cfg.runs} runs, medians\n")
-    print("(a) 2,000 x SHA-256 per line, keep-alive, ThreadingTCPServer")
-    print("| module | conns | req/s | server cores busy | server CPU ms/req | client CPU ms/req |")
-    print("|---|---|---|---|---|---|")
-    for impl, conns in HASH_CELLS:
-        cells = hashed[impl, conns]
-        print(
-            f"| {MODULES[impl]} | {conns} | {median(cells, 'rps'):.0f}"
-            f" | {median(cells, 'server_cores'):.2f}"
-            f" | {median(cells, 'server_cpu') * 1e3:.3f}"
-            f" | {median(cells, 'client_cpu') * 1e3:.3f} |"
-        )
+    print(f"CPython {version} free-threaded, GIL off; medians of {cfg.runs} runs")
+    print("cores: CPU seconds per second of the measured window (server; every other")
+    print("process on the machine but the load generator)\n")
+    report_hash(hashed)
     print()
-    for impl in MODULES:
-        scaling = statistics.median(
-            eight["rps"] / one["rps"] for one, eight in zip(hashed[impl, 1], hashed[impl, 8])
-        )
-        line = f"{MODULES[impl]}: 8 conns / 1 conn = {scaling:.2f}x"
-        if impl == "rs":
-            line += f" (target >= {SCALING_TARGET}x: {verdict(scaling, SCALING_TARGET)})"
-        print(line)
-
-    print(f"\n(b) keep-alive line echo, {ECHO_CONNS} conns, ThreadingTCPServer")
-    print("| module | req/s | server cores busy | server CPU µs/req | client CPU µs/req |")
-    print("|---|---|---|---|---|")
-    for impl in MODULES:
-        cells = echo[impl]
-        print(
-            f"| {MODULES[impl]} | {median(cells, 'rps'):.0f}"
-            f" | {median(cells, 'server_cores'):.2f}"
-            f" | {median(cells, 'server_cpu') * 1e6:.1f}"
-            f" | {median(cells, 'client_cpu') * 1e6:.1f} |"
-        )
-    saving = statistics.median(
-        std["server_cpu"] / rs["server_cpu"] for std, rs in zip(echo["std"], echo["rs"])
-    )
-    print(
-        f"\nserver CPU per request, socketserver / socketserver_rs = {saving:.2f}x"
-        f" (target >= {ECHO_CPU_TARGET}x: {verdict(saving, ECHO_CPU_TARGET)})"
-    )
+    report_echo(echo)
 
 
 if __name__ == "__main__":

@@ -93,13 +93,18 @@ def check_tools(args):
 # Running one cell
 
 
-def cpu_seconds(pid):
-    """utime+stime of the process (all its threads) plus those of its
-    reaped children (ForkingMixIn), from /proc/PID/stat."""
+def cpu_times(pid):
+    """(user, system) seconds of the process (all its threads) plus those of
+    its reaped children (ForkingMixIn), from /proc/PID/stat."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     # fields[0] is field 3 (state); utime, stime, cutime, cstime are 14-17.
-    return sum(int(x) for x in fields[11:15]) / CLK_TCK
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    return (utime + cutime) / CLK_TCK, (stime + cstime) / CLK_TCK
+
+
+def cpu_seconds(pid):
+    return sum(cpu_times(pid))
 
 
 def proc_status(pid, field):
