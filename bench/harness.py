@@ -59,6 +59,10 @@ def setup(args):
     )
     if not have_uvloop:
         run_checked([PYTHON, "-m", "pip", "install", "-q", "uvloop"])
+    build_loadgen()
+
+
+def build_loadgen():
     run_checked(
         ["cargo", "build", "--release", "-q", "-p", "socketserver-bench-loadgen"],
         cwd=ROOT,
@@ -84,13 +88,18 @@ def check_tools(args):
 # Running one cell
 
 
-def cpu_seconds(pid):
-    """utime+stime of the process (all its threads) plus those of its
-    reaped children (ForkingMixIn), from /proc/PID/stat."""
+def cpu_times(pid):
+    """(user, system) seconds of the process (all its threads) plus those of
+    its reaped children (ForkingMixIn), from /proc/PID/stat."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     # fields[0] is field 3 (state); utime, stime, cutime, cstime are 14-17.
-    return sum(int(x) for x in fields[11:15]) / CLK_TCK
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    return (utime + cutime) / CLK_TCK, (stime + cstime) / CLK_TCK
+
+
+def cpu_seconds(pid):
+    return sum(cpu_times(pid))
 
 
 def proc_status(pid, field):
@@ -106,14 +115,21 @@ def rss_kib(pid):
     return proc_status(pid, "VmRSS")
 
 
-class Server:
-    """A server process pinned to CPU 0; stops when its stdin closes."""
+def pinned(argv, cpus):
+    """argv run on the CPUs listed in `cpus` ("0", "0,1"), or anywhere if None."""
+    pin = [] if cpus is None else ["taskset", "-c", cpus]
+    return [*pin, *map(str, argv)]
 
-    def __init__(self, argv, name):
+
+class Server:
+    """A server process pinned to CPU 0 (by default); stops when its stdin closes."""
+
+    def __init__(self, argv, name, cpus=SERVER_CPU):
         self.name = name
+        BUILD.mkdir(exist_ok=True)
         self.errlog = open(BUILD / "bench-server-stderr.log", "ab")
         self.proc = subprocess.Popen(
-            ["taskset", "-c", SERVER_CPU, *map(str, argv)],
+            pinned(argv, cpus),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.errlog,
@@ -170,13 +186,13 @@ def server_argv(spec):
     ]
 
 
-def loadgen(command, port, options, budget, on_line=None):
-    """Runs the load generator on CPU 1; returns its RESULT as a dict."""
-    argv = ["taskset", "-c", LOADGEN_CPU, LOADGEN_BIN / "loadgen", command, "--port", port]
+def loadgen(command, port, options, budget, on_line=None, cpus=LOADGEN_CPU):
+    """Runs the load generator on CPU 1 (by default); returns its RESULT as a dict."""
+    argv = [LOADGEN_BIN / "loadgen", command, "--port", port]
     for key, value in options.items():
         argv += [f"--{key}", value]
     proc = subprocess.Popen(
-        [str(a) for a in argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        pinned(argv, cpus), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     watchdog = threading.Timer(budget, proc.kill)
     watchdog.start()

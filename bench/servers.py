@@ -17,6 +17,7 @@ the same source for both.
 """
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -73,6 +74,19 @@ def make_handlers(socketserver):
             self.rfile = socketserver._core.SocketReader(self.connection, self.rbufsize)
             self.wfile = socketserver._core.SocketWriter(self.connection, self.wbufsize)
 
+    class LineHash(socketserver.StreamRequestHandler):
+        """Keep-alive with CPU-bound requests: hash each line 2,000 times
+        (SHA-256), then echo it. Runs in parallel only without a GIL."""
+
+        def handle(self):
+            while True:
+                line = self.rfile.readline()
+                if not line:
+                    return
+                for _ in range(2000):
+                    hashlib.sha256(line).digest()
+                self.wfile.write(line)
+
     class BulkFiles(socketserver.StreamRequestHandler):
         """Bulk echo through rfile/wfile."""
 
@@ -102,6 +116,7 @@ def make_handlers(socketserver):
     return {
         "line": LineEcho,
         "line-unmetered": LineEchoUnmetered,
+        "line-hash": LineHash,
         "bulk-files": BulkFiles,
         "bulk-plain": BulkPlain,
         "udp": DatagramEcho,
@@ -288,7 +303,7 @@ def main():
     p.add_argument("--server", required=True)
     p.add_argument(
         "--handler",
-        choices=["line", "line-unmetered", "bulk-files", "bulk-plain", "udp"],
+        choices=["line", "line-unmetered", "line-hash", "bulk-files", "bulk-plain", "udp"],
         required=True,
     )
     p = commands.add_parser("uvloop")
