@@ -237,7 +237,7 @@ def timed_cell(spec, command, options, cfg):
         "errors": result["errors"],
         "stalled": result.get("stalled", 0),
     }
-    if command == "bulk":
+    if command in ("bulk", "lines"):
         mib = result["bytes"] / (1024 * 1024)
         cell["rps"] = result["mib_per_s"]
         cell["cpu"] = cpu * 1e6 / mib if mib else math.nan

@@ -108,6 +108,18 @@ def make_handlers(socketserver):
                     return
                 sock.sendall(data)
 
+    class StreamLines(socketserver.StreamRequestHandler):
+        """Lines streamed through rfile/wfile."""
+
+        def handle(self):
+            for line in self.rfile:
+                self.wfile.write(line)
+
+    class StreamLinesBigBuffer(StreamLines):
+        """StreamLines reading through a 64 KiB buffer."""
+
+        rbufsize = 65536
+
     class DatagramEcho(socketserver.BaseRequestHandler):
         def handle(self):
             data, sock = self.request
@@ -119,6 +131,8 @@ def make_handlers(socketserver):
         "line-hash": LineHash,
         "bulk-files": BulkFiles,
         "bulk-plain": BulkPlain,
+        "lines": StreamLines,
+        "lines-64k": StreamLinesBigBuffer,
         "udp": DatagramEcho,
     }
 
@@ -303,7 +317,16 @@ def main():
     p.add_argument("--server", required=True)
     p.add_argument(
         "--handler",
-        choices=["line", "line-unmetered", "line-hash", "bulk-files", "bulk-plain", "udp"],
+        choices=[
+            "line",
+            "line-unmetered",
+            "line-hash",
+            "bulk-files",
+            "bulk-plain",
+            "lines",
+            "lines-64k",
+            "udp",
+        ],
         required=True,
     )
     p = commands.add_parser("uvloop")

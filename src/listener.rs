@@ -70,7 +70,7 @@ pub fn address_to_py<'py>(py: Python<'py>, address: &SockAddr) -> PyResult<Bound
         if !path.is_empty() && path[0] == 0 {
             return Ok(PyBytes::new(py, path).into_any());
         }
-        let end = path.iter().position(|&b| b == 0).unwrap_or(path.len());
+        let end = memchr::memchr(0, path).unwrap_or(path.len());
         return fs_decode(py, &path[..end]);
     }
     Err(PyOSError::new_err(format!(

@@ -9,6 +9,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use memchr::memchr;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
@@ -92,7 +93,7 @@ fn parse_v1(data: &[u8]) -> Parse {
         return Parse::Invalid("no PROXY protocol header");
     }
     let window = &data[..data.len().min(V1_MAX)];
-    let Some(cr) = window.iter().position(|&b| b == b'\r') else {
+    let Some(cr) = memchr(b'\r', window) else {
         if window.iter().any(|&b| !(0x20..0x7f).contains(&b)) {
             return Parse::Invalid("version 1 header has a byte that is not printable ASCII");
         }
@@ -269,10 +270,7 @@ fn v2_ip(ip: IpAddr, port: &[u8]) -> Address {
 fn v2_unix(path: &[u8]) -> Address {
     // An abstract address starts with NUL and runs to the first NUL after it.
     let from = usize::from(path.first() == Some(&0));
-    let end = path[from..]
-        .iter()
-        .position(|&b| b == 0)
-        .map_or(path.len(), |n| n + from);
+    let end = memchr(0, &path[from..]).map_or(path.len(), |n| n + from);
     Address::Unix(path[..end].to_vec())
 }
 

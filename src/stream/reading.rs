@@ -8,6 +8,7 @@ use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use memchr::memchr;
 use pyo3::exceptions::{PyMemoryError, PyOSError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -286,16 +287,13 @@ impl<'py> Rd<'_, 'py> {
                 }
                 Some(n) => n.min(want),
             };
-            let take = out[old..]
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(peeked, |i| i + 1);
+            let take = memchr(b'\n', &out[old..]).map_or(peeked, |i| i + 1);
             out.truncate(old);
             match self.read_appending(&mut out, take, ReadKind::Recv(0))? {
                 Some(0) | None => break,
                 Some(_) => {}
             }
-            if out[old..].contains(&b'\n') {
+            if memchr(b'\n', &out[old..]).is_some() {
                 break;
             }
         }
@@ -377,7 +375,7 @@ impl<'py> Rd<'_, 'py> {
             n = n.min(limit);
         }
         let pos = self.st.pos;
-        if let Some(i) = self.st.buf[pos..pos + n].iter().position(|&b| b == b'\n') {
+        if let Some(i) = memchr(b'\n', &self.st.buf[pos..pos + n]) {
             return Ok(self.take(i + 1));
         }
         if Some(n) == limit {
@@ -395,7 +393,7 @@ impl<'py> Rd<'_, 'py> {
             if let Some(limit) = limit {
                 n = n.min(limit);
             }
-            if let Some(i) = self.st.buf[..n].iter().position(|&b| b == b'\n') {
+            if let Some(i) = memchr(b'\n', &self.st.buf[..n]) {
                 out.extend_from_slice(&self.st.buf[..i + 1]);
                 self.st.pos = i + 1;
                 break;

@@ -9,6 +9,8 @@
 //!   connper    N workers, each: connect, send a line, read the reply, close
 //!   udp        N sockets, each sending a datagram and waiting for the echo
 //!   bulk       N connections streaming --size byte chunks and reading them back
+//!   lines      bulk with newline-terminated lines of --size bytes (sent in
+//!              writes of at least 64 KiB)
 //!   idle       open N keep-alive connections (one echo each), print HELD,
 //!              hold them until standard input closes (or --hold seconds);
 //!              gives up after 10 connections that got no echo within 2 s
@@ -388,6 +390,19 @@ fn udp(args: &Args, addr: SocketAddr) {
 
 fn bulk(args: &Args, addr: SocketAddr) {
     let size = args.size.max(1);
+    stream(args, addr, vec![b'x'; size], size);
+}
+
+fn lines(args: &Args, addr: SocketAddr) {
+    let one = line(args.size);
+    let count = (64 * 1024usize).div_ceil(one.len());
+    stream(args, addr, one.repeat(count), one.len());
+}
+
+/// N connections each writing `payload` over and over and reading back what
+/// comes; a request is `unit` bytes received.
+fn stream(args: &Args, addr: SocketAddr, payload: Vec<u8>, unit: usize) {
+    let payload = Arc::new(payload);
     let (tally, secs) = timed(args, move |i, phase| {
         let mut tally = Tally::default();
         stagger(i);
@@ -399,7 +414,7 @@ fn bulk(args: &Args, addr: SocketAddr) {
         let mut writer = stream.try_clone().expect("clone socket");
         let mut counted = 0u64;
         let sender = {
-            let payload = vec![b'x'; size];
+            let payload = Arc::clone(&payload);
             thread::spawn(move || {
                 // Streams until the reader shuts the socket down, which
                 // makes a pending or the next write fail.
@@ -432,11 +447,11 @@ fn bulk(args: &Args, addr: SocketAddr) {
         }
         let _ = sender.join();
         tally.bytes = counted;
-        tally.requests = tally.bytes / size as u64;
+        tally.requests = tally.bytes / unit as u64;
         tally.stalled = u64::from(counted == 0);
         tally
     });
-    report(tally, secs, &format!(",\"chunk\":{size}"));
+    report(tally, secs, &format!(",\"chunk\":{unit}"));
 }
 
 /// `idle`, or with `framed` its length-prefixed variant.
@@ -542,7 +557,7 @@ fn burst(args: &Args, addr: SocketAddr) {
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
     let Some(command) = argv.get(1) else {
-        fail("usage: loadgen keepalive|connper|udp|bulk|idle|burst|framed|framed-idle --port N [options]");
+        fail("usage: loadgen keepalive|connper|udp|bulk|lines|idle|burst|framed|framed-idle --port N [options]");
     };
     let args = parse_args(&argv[2..]);
     let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
@@ -551,6 +566,7 @@ fn main() {
         "connper" => connper(&args, addr),
         "udp" => udp(&args, addr),
         "bulk" => bulk(&args, addr),
+        "lines" => lines(&args, addr),
         "idle" => idle(&args, addr, false),
         "framed-idle" => idle(&args, addr, true),
         "burst" => burst(&args, addr),
