@@ -16,6 +16,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import xml.etree.ElementTree as ET
 
@@ -91,7 +92,10 @@ def main(argv=None):
         if status != 0 or errors:
             failures.append(("cargo test", status, errors))
 
-    env = dict(os.environ, PYTHONMALLOC="malloc")
+    # The system allocator, so that memcheck sees each block; a free-threaded
+    # build has none but mimalloc (which memcheck follows through its mmaps).
+    free_threaded = sysconfig.get_config_var("Py_GIL_DISABLED")
+    env = dict(os.environ, PYTHONMALLOC="mimalloc" if free_threaded else "malloc")
     pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
     status, errors = memcheck(pytest + (args.pytest_args or SHORT_FORM), env)
     print(f"pytest under memcheck: exit {status}, {len(errors)} core errors")
