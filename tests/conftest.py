@@ -112,6 +112,16 @@ class RecordingErrors:
         self.errors.append(sys.exc_info()[1])
 
 
+def still_open(sock):
+    """Whether the server has neither closed nor written to `sock`."""
+    sock.setblocking(False)
+    try:
+        sock.recv(1)
+    except BlockingIOError:
+        return True
+    return False
+
+
 def start_recording(server_class, handler):
     """A server of server_class recording its errors, serving on a thread:
     (server, thread); stop_serving() ends both."""

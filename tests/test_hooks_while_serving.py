@@ -51,6 +51,22 @@ def served(server, line):
     return reply
 
 
+def assert_refused_while_set(runner, ssmod, cls, setting):
+    """A server of cls serves, refuses the requests made while `setting`
+    holds, then serves again (back on the fast path, on ours)."""
+    server = runner.track(cls(("127.0.0.1", 0), Upper))
+    if ssmod is socketserver_rs:
+        assert fast_path_of(server) is not None
+    runner.start(server)
+    assert served(server, b"before\n") == b"BEFORE\n"
+    with setting(server, ssmod):
+        assert served(server, b"refused\n") == b""
+        assert served(server, b"refused again\n") == b""
+    assert served(server, b"after\n") == b"AFTER\n"
+    if ssmod is socketserver_rs:
+        assert fast_path_of(server) is not None
+
+
 @pytest.mark.parametrize(
     "setting, base",
     [
@@ -66,17 +82,7 @@ def served(server, line):
 def test_a_hook_set_while_serving_applies_to_the_next_request(ssmod, runner, setting, base):
     # A subclass of the module's own, so that patching it changes no other test.
     cls = type("Server", (getattr(ssmod, base),), {})
-    server = runner.track(cls(("127.0.0.1", 0), Upper))
-    if ssmod is socketserver_rs:
-        assert fast_path_of(server) is not None
-    runner.start(server)
-    assert served(server, b"before\n") == b"BEFORE\n"
-    with setting(server, ssmod):
-        assert served(server, b"refused\n") == b""
-        assert served(server, b"refused again\n") == b""
-    assert served(server, b"after\n") == b"AFTER\n"
-    if ssmod is socketserver_rs:
-        assert fast_path_of(server) is not None
+    assert_refused_while_set(runner, ssmod, cls, setting)
 
 
 class Echo(socketserver_rs.MessageRequestHandler):
@@ -128,16 +134,7 @@ def test_a_server_class_with_another_metaclass_is_served_and_patched(
 ):
     bases = (getattr(ssmod, base), abc.ABC) if metaclass is abc.ABCMeta else (getattr(ssmod, base),)
     cls = metaclass("Server", bases, {})
-    server = runner.track(cls(("127.0.0.1", 0), Upper))
-    if ssmod is socketserver_rs:
-        assert fast_path_of(server) is not None
-    runner.start(server)
-    assert served(server, b"before\n") == b"BEFORE\n"
-    with on_class(server, ssmod):
-        assert served(server, b"refused\n") == b""
-    assert served(server, b"after\n") == b"AFTER\n"
-    if ssmod is socketserver_rs:
-        assert fast_path_of(server) is not None
+    assert_refused_while_set(runner, ssmod, cls, on_class)
 
 
 @pytest.mark.parametrize("base", ["TCPServer", "ThreadingTCPServer"])

@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from conftest import IO_TIMEOUT, fast_path_of, read_to_eof, require, wait_until
+from conftest import IO_TIMEOUT, fast_path_of, read_to_eof, require, still_open, wait_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -412,15 +412,6 @@ def stalled(server, count):
         clients.append(client)
     assert wait_until(lambda: server.stats()["requests_active"] == count)
     return clients
-
-
-def still_open(sock):
-    sock.setblocking(False)
-    try:
-        sock.recv(1)
-    except BlockingIOError:
-        return True
-    return False
 
 
 def test_stalled_headers_hold_no_worker_of_a_bounded_pool(proxied):

@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import IO_TIMEOUT, wait_until
+from conftest import IO_TIMEOUT, still_open, wait_until
 
 import socketserver_rs
 
@@ -98,16 +98,6 @@ def test_silent_clients_do_not_stop_a_tls_server(serving):
         for sock in silent:
             sock.close()
     assert server.errors == []
-
-
-def still_open(sock):
-    """Whether the server has neither closed nor written to `sock`."""
-    sock.setblocking(False)
-    try:
-        sock.recv(1)
-    except BlockingIOError:
-        return True
-    return False
 
 
 def test_silent_clients_hold_no_worker_of_a_bounded_pool(serving):
