@@ -102,6 +102,19 @@ def cpu_seconds(pid):
     return sum(cpu_times(pid))
 
 
+def context_switches(pid):
+    """Voluntary and involuntary context switches of the process's live
+    threads (a thread that exited took its count with it)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += proc_status(f"{pid}/task/{task.name}", "voluntary_ctxt_switches")
+            total += proc_status(f"{pid}/task/{task.name}", "nonvoluntary_ctxt_switches")
+        except FileNotFoundError:
+            pass  # the thread ended while we looked
+    return total
+
+
 def proc_status(pid, field):
     """A number from /proc/PID/status (0 if absent): VmRSS in KiB, Threads."""
     with open(f"/proc/{pid}/status") as status:
@@ -213,27 +226,37 @@ def loadgen(command, port, options, budget, on_line=None, cpus=LOADGEN_CPU):
     return result
 
 
-def timed_cell(spec, command, options, cfg):
-    """One measured run: returns req/s, MiB/s, p50/p99 µs, CPU µs/request."""
-    server = Server(server_argv(spec), label(spec))
+def window_marks(server):
+    """A dict filled with the server's (CPU seconds, context switches) at the
+    load generator's START and STOP lines, and the on_line that fills it."""
     marks = {}
 
     def on_line(line, _proc):
         if line in ("START", "STOP"):
-            marks[line] = cpu_seconds(server.pid)
+            marks[line] = (cpu_seconds(server.pid), context_switches(server.pid))
 
+    return marks, on_line
+
+
+def timed_cell(spec, command, options, cfg):
+    """One measured run: returns req/s, MiB/s, p50/p99 µs, CPU µs/request
+    and context switches per request."""
+    server = Server(server_argv(spec), label(spec))
+    marks, on_line = window_marks(server)
     try:
         opts = dict(options, warmup=cfg.warmup, duration=cfg.duration)
         result = loadgen(command, server.port, opts, cfg.warmup + cfg.duration + 30, on_line)
     finally:
         server.stop()
-    cpu = marks["STOP"] - marks["START"]
+    cpu = marks["STOP"][0] - marks["START"][0]
+    switches = marks["STOP"][1] - marks["START"][1]
     requests = result["requests"]
     cell = {
         "rps": result["rps"],
         "p50": result["p50_us"],
         "p99": result["p99_us"],
         "cpu": cpu * 1e6 / requests if requests else math.nan,
+        "switches": switches / requests if requests else math.nan,
         "errors": result["errors"],
         "stalled": result.get("stalled", 0),
     }
@@ -334,19 +357,14 @@ def framed_medians(model, size, args):
 
 def framed_cell(model, size, args):
     server = Server([PYTHON, SERVERS, "framed", "--model", model], model)
-    marks = {}
-
-    def on_line(line, _proc):
-        if line in ("START", "STOP"):
-            marks[line] = cpu_seconds(server.pid)
-
+    marks, on_line = window_marks(server)
     try:
         options = {"conns": 16, "size": size, "warmup": args.warmup, "duration": args.duration}
         result = loadgen("framed", server.port, options, args.warmup + args.duration + 30, on_line)
     finally:
         server.stop()
     messages = result["requests"]
-    cpu = (marks["STOP"] - marks["START"]) * 1e6 / messages if messages else math.nan
+    cpu = (marks["STOP"][0] - marks["START"][0]) * 1e6 / messages if messages else math.nan
     return {"cpu": cpu, "rps": result["rps"], "errors": result["errors"]}
 
 

@@ -20,6 +20,10 @@
 //!              sending a message of --size bytes (a 4-byte big-endian
 //!              length, then the payload) and reading the reply, in a loop
 //!   framed-idle  idle with one length-prefixed message per connection
+//!   paced      keepalive at a fixed total --rate (requests/s over the N
+//!              connections), one request in flight per connection; a
+//!              connection that falls behind drops its missed turns, so the
+//!              achieved rate shows a server that cannot keep up
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
@@ -31,6 +35,10 @@ use std::time::{Duration, Instant};
 const WARMUP: u8 = 0;
 const MEASURE: u8 = 1;
 const DONE: u8 = 2;
+/// After the window, load goes on uncounted for COOLDOWN_TIME, so that the
+/// server's threads are still there when whoever reads STOP samples them.
+const COOLDOWN: u8 = 3;
+const COOLDOWN_TIME: Duration = Duration::from_millis(300);
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Workers that have their connection up and answered once (or gave up).
@@ -51,6 +59,7 @@ struct Args {
     size: usize,
     rounds: usize,
     hold: f64,
+    rate: f64,
 }
 
 fn parse_args(rest: &[String]) -> Args {
@@ -62,6 +71,7 @@ fn parse_args(rest: &[String]) -> Args {
         size: 64,
         rounds: 5,
         hold: 60.0,
+        rate: 0.0,
     };
     let mut it = rest.iter();
     while let Some(flag) = it.next() {
@@ -76,6 +86,7 @@ fn parse_args(rest: &[String]) -> Args {
             "--size" => args.size = num(flag, value),
             "--rounds" => args.rounds = num(flag, value),
             "--hold" => args.hold = num(flag, value),
+            "--rate" => args.rate = num(flag, value),
             _ => fail(&format!("unknown option {flag}")),
         }
     }
@@ -166,9 +177,11 @@ where
     let start = Instant::now();
     say("START");
     thread::sleep(Duration::from_secs_f64(args.duration));
-    phase.store(DONE, Ordering::SeqCst);
+    phase.store(COOLDOWN, Ordering::SeqCst);
     let secs = start.elapsed().as_secs_f64();
     say("STOP");
+    thread::sleep(COOLDOWN_TIME);
+    phase.store(DONE, Ordering::SeqCst);
     let mut total = Tally::default();
     for handle in handles {
         if let Ok(tally) = handle.join() {
@@ -293,6 +306,61 @@ fn keepalive(args: &Args, addr: SocketAddr) {
     persistent(args, addr, 0, open, move |(writer, reader), reply| {
         round_trip(writer, reader, &msg, reply)
     });
+}
+
+/// Keep-alive line echo at `--rate` requests/s in total: connection `i` of N
+/// sends every N/rate seconds, offset by i/rate, so that the requests are
+/// spread evenly. Latency is from the send to the reply.
+fn paced(args: &Args, addr: SocketAddr) {
+    if args.rate <= 0.0 {
+        fail("paced needs --rate R (requests per second over all connections)");
+    }
+    let msg = line(args.size);
+    let interval = Duration::from_secs_f64(args.conns as f64 / args.rate);
+    let offset = 1.0 / args.rate;
+    let (tally, secs) = timed(args, move |i, phase| {
+        let mut tally = Tally::default();
+        let mut reply = Vec::new();
+        stagger(i);
+        let mut announced = false;
+        let mut next = Instant::now() + Duration::from_secs_f64(offset * i as f64);
+        'reconnect: while phase.load(Ordering::Relaxed) != DONE {
+            let Ok(mut writer) = connect(addr) else {
+                tally.errors += 1;
+                thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            let Ok(clone) = writer.try_clone() else {
+                continue;
+            };
+            let mut reader = BufReader::new(clone);
+            loop {
+                let now = Instant::now();
+                if next > now {
+                    thread::sleep(next - now);
+                }
+                let began = Instant::now();
+                let ok = round_trip(&mut writer, &mut reader, &msg, &mut reply).is_ok();
+                let ended = Instant::now();
+                next = (next + interval).max(ended);
+                if !announced {
+                    announced = true;
+                    ready();
+                }
+                match phase.load(Ordering::Relaxed) {
+                    MEASURE => tally.record(ok, ended - began),
+                    DONE => break 'reconnect,
+                    _ => {}
+                }
+                if !ok {
+                    continue 'reconnect;
+                }
+            }
+        }
+        tally.stalled = u64::from(tally.requests == 0);
+        tally
+    });
+    report(tally, secs, &format!(",\"rate\":{:.1}", args.rate));
 }
 
 /// Sends `msg` (framed already) and reads one framed reply; it must match.
@@ -557,7 +625,7 @@ fn burst(args: &Args, addr: SocketAddr) {
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
     let Some(command) = argv.get(1) else {
-        fail("usage: loadgen keepalive|connper|udp|bulk|lines|idle|burst|framed|framed-idle --port N [options]");
+        fail("usage: loadgen keepalive|connper|udp|bulk|lines|idle|burst|framed|framed-idle|paced --port N [options]");
     };
     let args = parse_args(&argv[2..]);
     let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
@@ -571,6 +639,7 @@ fn main() {
         "framed-idle" => idle(&args, addr, true),
         "burst" => burst(&args, addr),
         "framed" => framed(&args, addr),
+        "paced" => paced(&args, addr),
         other => fail(&format!("unknown command {other}")),
     }
 }
