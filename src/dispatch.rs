@@ -19,7 +19,7 @@ use crate::sys::{readable_now, RawSock};
 const BATCH: usize = 64;
 
 /// Bumped whenever a request hook is set or deleted on a server (see
-/// fast_path.py): a fast path built before then takes no more.
+/// _fast_path.py): a fast path built before then takes no more.
 static HOOKS_VERSION: AtomicU64 = AtomicU64::new(0);
 
 /// A request hook was set or deleted somewhere.

@@ -128,7 +128,7 @@ impl ServeLoop {
     /// listener, so that waiting clients stay in the kernel's backlog.
     /// `also`, when given, is watched throughout: its readiness ends the
     /// wait with IDLE (the connections still owing a handshake or a header,
-    /// see arrivals.py).
+    /// see _arrivals.py).
     #[pyo3(signature = (fd, poll_interval, pool = None, sock = None, also = None))]
     fn wait(
         &self,

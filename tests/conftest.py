@@ -13,7 +13,7 @@ import time
 import pytest
 
 import socketserver_rs
-from socketserver_rs.fast_path import FAST_PATH_HOOKS
+from socketserver_rs._fast_path import FAST_PATH_HOOKS
 
 MODULES = {"socketserver": socketserver, "socketserver_rs": socketserver_rs}
 

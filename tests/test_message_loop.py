@@ -1,5 +1,5 @@
 """Handlers that only answer framed messages are served from one readiness
-loop instead of a thread per connection (message_loop.py, the core's
+loop instead of a thread per connection (_message_loop.py, the core's
 MessageLoop)."""
 
 import io
@@ -17,7 +17,7 @@ import pytest
 from conftest import IO_TIMEOUT, RecordingErrors, require, wait_until
 
 import socketserver_rs
-from socketserver_rs import MessageClient, MessageRequestHandler, _state, message_loop
+from socketserver_rs import MessageClient, MessageRequestHandler, _message_loop, _state
 
 SERVERS = {"plain": socketserver_rs.TCPServer, "threading": socketserver_rs.ThreadingTCPServer}
 
@@ -324,7 +324,7 @@ def test_handlers_that_opt_out_keep_the_thread_model(server_class, opt_out):
                 return super().write_message(data[::-1])
 
     with make(server_class, Handler) as server:
-        assert not message_loop.event_driven(server)
+        assert not _message_loop.event_driven(server)
         thread = serve(server)
         with MessageClient(server.server_address, timeout=IO_TIMEOUT) as client:
             assert client.request(b"abc") == reply
@@ -339,7 +339,7 @@ def test_event_driven_is_the_default():
             return message
 
     server = socketserver_rs.TCPServer(("127.0.0.1", 0), Plain, bind_and_activate=False)
-    assert message_loop.event_driven(server)
+    assert _message_loop.event_driven(server)
     server.server_close()
 
 
@@ -369,7 +369,7 @@ def test_reading_rfile_in_an_event_driven_handler_is_refused_clearly(server_clas
 
 def test_which_handlers_are_event_driven():
     server = socketserver_rs.TCPServer(("127.0.0.1", 0), Upper, bind_and_activate=False)
-    assert message_loop.event_driven(server)
+    assert _message_loop.event_driven(server)
 
     class WithTimeout(Upper):
         timeout = 5
@@ -398,13 +398,13 @@ def test_which_handlers_are_event_driven():
         def __init__(self, *args):
             super().__init__(*args)
 
-    assert message_loop.event_driven(server) is True
+    assert _message_loop.event_driven(server) is True
     server.RequestHandlerClass = WithTimeout
-    assert message_loop.event_driven(server) is True
+    assert _message_loop.event_driven(server) is True
     thread_model = (BadTimeout, Plain, MessageRequestHandler, OwnReading, OwnWriting)
     for handler in thread_model + (OwnIteration, OwnInit):
         server.RequestHandlerClass = handler
-        assert not message_loop.event_driven(server)
+        assert not _message_loop.event_driven(server)
     server.server_close()
 
 

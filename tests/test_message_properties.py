@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import socketserver_rs
-from socketserver_rs import _core, message_loop
+from socketserver_rs import _core, _message_loop
 
 TIMEOUT = 5.0
 
@@ -279,7 +279,7 @@ def test_the_message_loop_answers_the_messages_encoded_then_ends_cleanly(case, s
     handler = type("Handler", (LoopEcho,), {"max_message_size": max_size})
     server_class = type("Server", (RecordingErrors, getattr(socketserver_rs, server_name)), {})
     with server_class(("127.0.0.1", 0), handler) as server:
-        assert message_loop.event_driven(server)
+        assert _message_loop.event_driven(server)
         thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
         thread.start()
         try:

@@ -4,7 +4,7 @@ A server whose listening socket is wrapped with SSLContext.wrap_socket()
 does each handshake inside accept() with the standard module, on the
 serving thread, so one silent client stops every other client. Ours
 accepts without it and completes it on the worker, within
-handshake_timeout (see tls.py); `python -m socketserver_rs http` with
+handshake_timeout (see _tls.py); `python -m socketserver_rs http` with
 --tls-cert (3.14+) runs on that.
 """
 

@@ -424,7 +424,6 @@ from typing import Optional
 from typing_extensions import assert_type
 
 import socketserver_rs as socketserver
-from socketserver_rs.fast_path import FAST_PATH_HOOKS
 
 
 class LineHandler(socketserver.StreamRequestHandler):
@@ -439,8 +438,6 @@ class BoundedServer(socketserver.ThreadingTCPServer):
 
 def main() -> None:
     assert_type(socketserver.__version__, str)
-    assert_type(FAST_PATH_HOOKS, tuple[str, ...])
-    assert "verify_request" in FAST_PATH_HOOKS
     with BoundedServer(("127.0.0.1", 0), LineHandler) as server:
         pool: socketserver.ThreadingMixIn = server
         assert_type(pool.max_threads, Optional[int])

@@ -10,6 +10,7 @@ import os
 import socket
 import sys
 
+from socketserver_rs._patching import patch as patch
 from socketserver_rs.handlers import (
     BaseRequestHandler,
     DatagramRequestHandler,
@@ -21,7 +22,6 @@ from socketserver_rs.messages import recv_exactly as recv_exactly
 from socketserver_rs.messages import recv_message as recv_message
 from socketserver_rs.messages import send_message as send_message
 from socketserver_rs.mixins import ThreadingMixIn
-from socketserver_rs.patching import patch as patch
 from socketserver_rs.servers import BaseServer, TCPServer, UDPServer
 
 __all__ = [

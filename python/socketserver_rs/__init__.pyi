@@ -1,5 +1,6 @@
 import sys
 
+from socketserver_rs._patching import patch as patch
 from socketserver_rs.handlers import BaseRequestHandler as BaseRequestHandler
 from socketserver_rs.handlers import DatagramRequestHandler as DatagramRequestHandler
 from socketserver_rs.handlers import StreamRequestHandler as StreamRequestHandler
@@ -9,7 +10,6 @@ from socketserver_rs.messages import recv_exactly as recv_exactly
 from socketserver_rs.messages import recv_message as recv_message
 from socketserver_rs.messages import send_message as send_message
 from socketserver_rs.mixins import ThreadingMixIn as ThreadingMixIn
-from socketserver_rs.patching import patch as patch
 from socketserver_rs.servers import BaseServer as BaseServer
 from socketserver_rs.servers import TCPServer as TCPServer
 from socketserver_rs.servers import UDPServer as UDPServer

@@ -6,10 +6,10 @@ of(server); no other module reads a server's private attributes. It holds:
 
 * the serve loop (the core's ServeLoop, with the server's counters) and the
   event serve_forever() sets when it returns;
-* the registry of open thread-model connections (connections.py);
-* the message loop serving event-driven connections (message_loop.py);
+* the registry of open thread-model connections (_connections.py);
+* the message loop serving event-driven connections (_message_loop.py);
 * the connections still owing a TLS handshake or a PROXY header
-  (arrivals.py);
+  (_arrivals.py);
 * a threading server's worker pool and the threads it started.
 
 Who may close a connection is decided here: close_idle() (drain(),
@@ -25,7 +25,7 @@ import threading
 from typing import Any, Optional
 
 from socketserver_rs import _core
-from socketserver_rs.connections import Connections
+from socketserver_rs._connections import Connections
 
 __all__ = ["ServerState", "of", "existing", "new_serve_loop", "hand_off", "handed_off"]
 
@@ -51,9 +51,9 @@ class ServerState:
         self.loop = new_serve_loop()
         self.is_shut_down = threading.Event()
         self.connections = Connections()
-        # message_loop.Messages, once event-driven connections are served.
+        # _message_loop.Messages, once event-driven connections are served.
         self.messages: Any = None
-        # arrivals.Arrivals, once a connection had something to owe.
+        # _arrivals.Arrivals, once a connection had something to owe.
         self.arrivals: Any = None
         # ThreadingMixIn: the worker pool, the fork generation it was made
         # in, and the threads it (or the per-request path) started.

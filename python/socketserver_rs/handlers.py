@@ -5,7 +5,7 @@ import socket
 from io import BufferedIOBase, BytesIO
 
 from socketserver_rs import _core, _state
-from socketserver_rs.cooperative import cooperative
+from socketserver_rs._cooperative import cooperative
 
 __all__ = ["BaseRequestHandler", "StreamRequestHandler", "DatagramRequestHandler"]
 
@@ -124,7 +124,7 @@ def _stats_of(server):
 
 
 def _track(server, connection, reader):
-    # The server's open connections (see connections.py): the connection
+    # The server's open connections (see _connections.py): the connection
     # and, over the core's rfile, its reader.
     state = _state.existing(server)
     if state is not None:

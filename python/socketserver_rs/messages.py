@@ -35,7 +35,7 @@ import socket
 import sys
 
 from socketserver_rs import _core
-from socketserver_rs.cooperative import cooperative
+from socketserver_rs._cooperative import cooperative
 from socketserver_rs.handlers import StreamRequestHandler
 
 __all__ = [
@@ -95,7 +95,7 @@ class MessageRequestHandler(StreamRequestHandler):
 
     A handler that only overrides handle_message() is served from one
     readiness loop, without a thread per connection, unless it sets
-    event_driven = False (see message_loop.py for what that changes).
+    event_driven = False (see _message_loop.py for what that changes).
     """
 
     max_message_size = DEFAULT_MAX_MESSAGE_SIZE
@@ -110,7 +110,7 @@ class MessageRequestHandler(StreamRequestHandler):
     idle_timeout = None
 
     # A handler that only overrides handle_message() is served from one
-    # readiness loop, without a thread per connection (see message_loop.py);
+    # readiness loop, without a thread per connection (see _message_loop.py);
     # False keeps the thread model.
     event_driven = True
 

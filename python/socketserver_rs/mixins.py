@@ -12,9 +12,9 @@ from contextvars import Context
 from functools import partial
 
 from socketserver_rs import _core, _state
-from socketserver_rs.cooperative import cooperative
-from socketserver_rs.fast_path import standard_hooks
-from socketserver_rs.tls import complete_handshake
+from socketserver_rs._cooperative import cooperative
+from socketserver_rs._fast_path import standard_hooks
+from socketserver_rs._tls import complete_handshake
 
 __all__ = ["ThreadingMixIn"]
 if hasattr(os, "fork"):
@@ -271,7 +271,7 @@ class ThreadingMixIn:
     # Seconds a worker waits for another request before it retires.
     idle_thread_timeout: float = 10.0
     # Seconds a TLS client has to finish its handshake, on the worker, when
-    # the server's socket was wrapped for TLS (see tls.py).
+    # the server's socket was wrapped for TLS (see _tls.py).
     handshake_timeout: float = 5.0
     # Seconds server_close() waits for requests in flight (block_on_close)
     # before it shuts their connections down; None: as long as they take.

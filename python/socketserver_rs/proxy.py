@@ -12,7 +12,7 @@ gives the handler the client's address as ``client_address``::
 It is opt-in and never guessed: a server with the mix-in requires the header
 on every connection, and a server without it never looks for one. The
 header is parsed by the Rust core (src/proxy.rs), read by serve_forever() in
-non-blocking steps before process_request() (see arrivals.py: a stalled
+non-blocking steps before process_request() (see _arrivals.py: a stalled
 header holds no worker and stops no server), and read exactly: the bytes
 after it are left for the handler.
 
@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from typing import Any, Generator, Iterable, Optional, Union
 
 from socketserver_rs import _core
-from socketserver_rs.arrivals import Wait
+from socketserver_rs._arrivals import Wait
 
 __all__ = [
     "ProxyHeader",
@@ -285,7 +285,7 @@ class ProxyProtocolMixIn:
     (the header), so the server's requests take the hooks' path rather
     than the core's fast path. Under serve_forever() the header is read
     before process_request(), among the connections that still owe
-    something (see arrivals.py), so a stalled header holds no worker and
+    something (see _arrivals.py), so a stalled header holds no worker and
     does not stop a non-threading server.
     """
 

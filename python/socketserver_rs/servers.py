@@ -17,17 +17,17 @@ import sys
 import time
 from functools import partial
 
-from socketserver_rs import _core, _state, message_loop
-from socketserver_rs.arrivals import Arrivals
-from socketserver_rs.cooperative import cooperative
-from socketserver_rs.fast_path import (
+from socketserver_rs import _core, _message_loop, _state
+from socketserver_rs._arrivals import Arrivals
+from socketserver_rs._cooperative import cooperative
+from socketserver_rs._fast_path import (
     HookWatch,
     hook_set,
     hooks_are_standard,
     hooks_version,
     standard_hooks,
 )
-from socketserver_rs.tls import accept_deferring_handshake, defers_handshakes, handshake_owed
+from socketserver_rs._tls import accept_deferring_handshake, defers_handshakes, handshake_owed
 
 __all__ = ["BaseServer", "TCPServer", "UDPServer"]
 if hasattr(socket, "AF_UNIX"):
@@ -207,7 +207,7 @@ class BaseServer:
             hooks = HookWatch(self)
             handle, arrivals = self._request_taker(loop)
             actions = self.service_actions if self._has_service_actions() else None
-            if type(handle) is message_loop.Messages:
+            if type(handle) is _message_loop.Messages:
                 return handle.serve(poll_interval, actions, hooks)
             fd = self.fileno()
             sock = _owner(self, fd)
@@ -228,7 +228,7 @@ class BaseServer:
                         # A request hook was set, patched or deleted.
                         hooks = HookWatch(self)
                         handle, arrivals = self._request_taker(loop)
-                        if type(handle) is message_loop.Messages:
+                        if type(handle) is _message_loop.Messages:
                             return handle.serve(poll_interval, actions, hooks)
                     handle()
                 if arrivals:
@@ -257,7 +257,7 @@ class BaseServer:
 
     def _serve_cooperatively(self, poll_interval):
         # serve_forever() as the standard module writes it, waiting through
-        # the (monkey-patched) selectors module; see cooperative.py.
+        # the (monkey-patched) selectors module; see _cooperative.py.
         with selectors.DefaultSelector() as selector:
             selector.register(self, selectors.EVENT_READ)
             loop = self._serve_loop()
@@ -292,7 +292,7 @@ class BaseServer:
         """
         deadline = time.monotonic() + timeout
         self.shutdown()
-        messages = message_loop.stop_accepting(self)
+        messages = _message_loop.stop_accepting(self)
         self.socket.close()
         state = _state.of(self)
         state.close_arrivals(self)
@@ -503,7 +503,7 @@ class BaseServer:
         """What the loop calls when the socket is readable, chosen when
         serve_forever() starts and again after a hook was set, and the
         Arrivals it waits on too (or None): the core's fast path when the
-        request hooks are ours (see fast_path.py) and the socket a plain
+        request hooks are ours (see _fast_path.py) and the socket a plain
         socket.socket, else _handle_request_noblock() and the hooks, exactly
         as written."""
         fast = self._fast_path(loop)
@@ -512,14 +512,14 @@ class BaseServer:
             if arrivals is None:
                 return self._handle_request_noblock, None
             return partial(self._take_request, arrivals), arrivals
-        if fast.stream and message_loop.event_driven(self):
+        if fast.stream and _message_loop.event_driven(self):
             # Handlers that only answer messages share one readiness loop
-            # instead of a thread each (see message_loop.py).
-            return message_loop.serving(self, loop, _is_tcp(self.socket)), None
+            # instead of a thread each (see _message_loop.py).
+            return _message_loop.serving(self, loop, _is_tcp(self.socket)), None
         return self._fast_request_taker(fast), None
 
     def _arrivals(self):
-        """Where connections wait for what they still owe (arrivals.py), if
+        """Where connections wait for what they still owe (_arrivals.py), if
         this server's connections may owe anything and its own
         _handle_request_noblock() takes them."""
         if "_handle_request_noblock" in vars(self):
@@ -542,7 +542,7 @@ class BaseServer:
 
     def _arrival_wait(self, request, client_address):
         # What `request` still owes before process_request(), as an
-        # arrivals.Wait, or None.
+        # _arrivals.Wait, or None.
         return handshake_owed(self, request, client_address)
 
     def _close_arrivals(self):
@@ -661,7 +661,7 @@ class TCPServer(BaseServer):
 
     # Opt-in: an ssl.SSLContext that server_activate() wraps the listening
     # socket with; a threading server then completes each handshake on the
-    # request's worker, within handshake_timeout (see tls.py).
+    # request's worker, within handshake_timeout (see _tls.py).
     ssl_context = None
 
     # Opt-in: with address_family = AF_INET6, accept IPv4 clients on the
@@ -669,7 +669,7 @@ class TCPServer(BaseServer):
     # dualstack_ipv6=True) does; they appear as ('::ffff:a.b.c.d', port, 0, 0).
     dualstack_ipv6 = False
 
-    # Whether a TLS handshake may wait for the request's worker (tls.py).
+    # Whether a TLS handshake may wait for the request's worker (_tls.py).
     _handshake_in_worker = False
 
     def __init__(
@@ -740,7 +740,7 @@ class TCPServer(BaseServer):
         May be overridden.
         """
         self.socket.close()
-        message_loop.close_connections(self)
+        _message_loop.close_connections(self)
         self._close_arrivals()
 
     def fileno(self):
@@ -758,7 +758,7 @@ class TCPServer(BaseServer):
         TCP connections get TCP_NODELAY, so that a reply written in
         several pieces is not held back by Nagle's algorithm. A threading
         server whose socket is wrapped for TLS leaves the handshake to the
-        request's worker (see tls.py).
+        request's worker (see _tls.py).
         """
         deferred = self._handshake_in_worker and accept_deferring_handshake(self.socket)
         request, client_address = deferred or self.socket.accept()

@@ -11,7 +11,11 @@ registered on that thread meanwhile and did not forget, as the standard
 module's handler would have closed it on being collected.
 """
 
+from __future__ import annotations
+
 import threading
+from collections.abc import Iterator
+from typing import Any
 
 __all__ = ["Connections"]
 
@@ -19,23 +23,23 @@ __all__ = ["Connections"]
 class Connections:
     """The registry: each connection with its reader (or None)."""
 
-    def __init__(self):
-        self._readers = {}
+    def __init__(self) -> None:
+        self._readers: dict[Any, Any] = {}
         # Per thread: the connections registered since its last request
         # ended that finish() has not forgotten.
         self._local = threading.local()
 
-    def track(self, connection, reader):
+    def track(self, connection: Any, reader: Any) -> None:
         self._readers[connection] = reader
         self._registered().append(connection)
 
-    def untrack(self, connection):
+    def untrack(self, connection: Any) -> None:
         self._readers.pop(connection, None)
         registered = self._registered()
         if registered and registered[-1] is connection:
             registered.pop()
 
-    def owned_elsewhere(self, connection):
+    def owned_elsewhere(self, connection: Any) -> None:
         """`connection` outlives the request that registered it on this
         thread (an event-driven one: the message loop ends it)."""
         registered = self._registered()
@@ -44,13 +48,13 @@ class Connections:
                 del registered[i]
                 return
 
-    def items(self):
+    def items(self) -> list[tuple[Any, Any]]:
         return list(self._readers.items())
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         return iter(list(self._readers))
 
-    def request_done(self, request):
+    def request_done(self, request: object) -> None:
         """After the server closed `request` on this thread: forget what
         handlers registered here meanwhile and did not forget themselves,
         closing what took its place."""
@@ -64,9 +68,10 @@ class Connections:
                 except OSError:
                     pass  # already closed or reset
 
-    def _registered(self):
+    def _registered(self) -> list[Any]:
+        registered: list[Any]
         try:
-            return self._local.registered
+            registered = self._local.registered
         except AttributeError:
             self._local.registered = registered = []
-            return registered
+        return registered

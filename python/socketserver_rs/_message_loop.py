@@ -20,7 +20,7 @@ replies; this module runs the handlers:
 * the loop reads the connection, so the handler's rfile refuses reads
   (io.UnsupportedOperation, saying why) rather than wait for bytes the
   loop holds;
-* once a request hook is set or patched while serving (see fast_path.py),
+* once a request hook is set or patched while serving (see _fast_path.py),
   each new connection leaves the loop, before anything is read from it,
   for the server's hooks: verify_request(), process_request() and on,
   which build its handler in the thread model. (The loop still accepts the
@@ -43,9 +43,10 @@ from __future__ import annotations
 import io
 import os
 import socket
+from typing import Any, Callable, NoReturn, Optional
 
 from socketserver_rs import _core, _state
-from socketserver_rs.fast_path import HookWatch, hooks_are_standard
+from socketserver_rs._fast_path import HookWatch, hooks_are_standard
 from socketserver_rs.messages import MessageRequestHandler
 
 __all__ = ["event_driven", "serving", "stop_accepting", "close_connections"]
@@ -58,7 +59,7 @@ _EXPIRED = _core.EVENT_EXPIRED
 _STOOD_IN_FOR = ("__init__", "handle", "messages", "read_message", "write_message")
 
 
-def event_driven(server):
+def event_driven(server: Any) -> bool:
     """Whether the server's handler class answers messages without a
     thread of its own (see the module's docstring)."""
     cls = getattr(server, "RequestHandlerClass", None)
@@ -79,11 +80,11 @@ def event_driven(server):
     return type(max_size) is int and max_size >= 0
 
 
-def serving(server, loop, nodelay):
+def serving(server: Any, loop: _core.ServeLoop, nodelay: bool) -> Messages:
     """The server's Messages, made on first use and kept across
     serve_forever() calls, so that connections outlive a shutdown()."""
     state = _state.of(server)
-    messages = state.messages
+    messages: Optional[Messages] = state.messages
     sock = server.socket
     if messages is not None and messages.pid != os.getpid():
         # A forked child: the loop and its connections are the parent's.
@@ -98,23 +99,23 @@ def serving(server, loop, nodelay):
     return messages
 
 
-def stop_accepting(server):
+def stop_accepting(server: Any) -> Optional[Messages]:
     """drain(), before it closes the listening socket: the server's
     Messages, which drain() then serves with drain_step(); None if its
     connections have a thread each."""
-    messages = _state.of(server).messages
+    messages: Optional[Messages] = _state.of(server).messages
     if messages is not None:
         messages.core.stop_accepting()
     return messages
 
 
-def _is_deadline(seconds):
+def _is_deadline(seconds: Any) -> bool:
     if seconds is None:
         return True
     return type(seconds) in (int, float) and 0 < seconds < 1e9
 
 
-def close_connections(server):
+def close_connections(server: Any) -> None:
     """server_close(): end every event-driven connection (see
     Messages.close_all())."""
     messages = _state.of(server).messages
@@ -122,7 +123,7 @@ def close_connections(server):
         messages.close_all()
 
 
-def _shut_down(sock):
+def _shut_down(sock: Any) -> None:
     try:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
@@ -133,21 +134,21 @@ class Messages:
     """The Python half of a server's message loop: the handler of each
     connection, and what runs them."""
 
-    def __init__(self, server, core, stats):
-        self.server = server
+    def __init__(self, server: Any, core: _core.MessageLoop, stats: _core.ServerStats) -> None:
+        self.server: Any = server
         self.core = core
         self.stats = stats
-        self.handlers = {}
+        self.handlers: dict[int, MessageRequestHandler] = {}
         # Each connection's socket as accepted, held open (_hold()) until
         # the loop forgot the connection and its handler is done.
-        self.sockets = {}
+        self.sockets: dict[int, Any] = {}
         self.pid = os.getpid()
         # Whether new connections go to the server's hooks instead, as
         # decided when `hooks` last moved.
         self.hooks = HookWatch(server)
         self.hooked = False
 
-    def forget(self):
+    def forget(self) -> None:
         """In a forked child: close this process's copies of the parent's
         connections (the parent still serves them), without finish()."""
         for handler in self.handlers.values():
@@ -160,7 +161,7 @@ class Messages:
         self.handlers.clear()
         self.sockets.clear()
 
-    def close_all(self, shut=False):
+    def close_all(self, shut: bool = False) -> None:
         """End every connection. One whose handler has a message is ended
         by whoever runs that handler, once it returns; with shut (a
         deadline) its socket is shut down first."""
@@ -172,7 +173,9 @@ class Messages:
                 if handler is not None:
                     _shut_down(handler.request)
 
-    def serve(self, poll_interval, actions, hooks):
+    def serve(
+        self, poll_interval: Optional[float], actions: Optional[Callable[[], Any]], hooks: HookWatch
+    ) -> None:
         """serve_forever()'s loop: wait, then run what happened. `hooks`:
         a HookWatch made before the hooks were found standard."""
         wait = self.core.wait
@@ -187,7 +190,7 @@ class Messages:
             if actions is not None:
                 actions()
 
-    def handle(self, events):
+    def handle(self, events: list[tuple[int, int, Any]]) -> None:
         pool = getattr(self.server, "_worker_pool", None)
         submit = pool().submit if pool is not None else None
         handlers = self.handlers
@@ -214,7 +217,7 @@ class Messages:
             else:
                 self.end(conn_id, payload)
 
-    def drain_step(self, timeout):
+    def drain_step(self, timeout: float) -> None:
         """One step of drain(), after shutdown(): end the connections now
         between messages, then serve the others for up to timeout seconds."""
         core = self.core
@@ -225,7 +228,13 @@ class Messages:
         if events:
             self.handle(events)
 
-    def submit(self, submit, conn_id, handler, message):
+    def submit(
+        self,
+        submit: Callable[..., Any],
+        conn_id: int,
+        handler: MessageRequestHandler,
+        message: bytes | _core.Message,
+    ) -> None:
         try:
             submit(self.run, (conn_id, handler, message))
         except Exception as exc:
@@ -233,7 +242,7 @@ class Messages:
             self.core.close(conn_id)
             self.end(conn_id, exc)
 
-    def opened(self, conn_id, request, client_address):
+    def opened(self, conn_id: int, request: Any, client_address: Any) -> None:
         server = self.server
         if self.hooks.moved():
             self.hooks = HookWatch(server)
@@ -270,20 +279,25 @@ class Messages:
         _state.of(server).connections.owned_elsewhere(getattr(handler, "connection", request))
         self.handlers[conn_id] = handler
 
-    def run(self, conn_id, handler, message):
+    def run(
+        self, conn_id: int, handler: MessageRequestHandler, message: bytes | _core.Message
+    ) -> None:
         """One message through its handler, and the reply out."""
+        reply: Optional[bytes]
         try:
             sock = self.sockets[conn_id]
             if _closed(sock):
                 # Closed (by its handler, or anyone) between messages.
                 reply, hangup = None, True
             else:
-                if type(message) is not bytes:
+                if type(message) is _core.Message:
                     # A large one becomes bytes on this thread (see _core.Message).
                     message = message.take()
-                reply = handler.handle_message(message)
-                if reply is not None and type(reply) is not bytes:
-                    with memoryview(reply) as view:
+                answer = handler.handle_message(message)
+                if answer is None or type(answer) is bytes:
+                    reply = answer
+                else:
+                    with memoryview(answer) as view:
                         reply = view.tobytes()
                 hangup = handler.close_connection
                 if _closed(sock):
@@ -302,7 +316,7 @@ class Messages:
         # Closed meanwhile by server_close(): ending it is ours.
         self.end(conn_id)
 
-    def expired(self, conn_id, why):
+    def expired(self, conn_id: int, why: str) -> None:
         handler = self.handlers.get(conn_id)
         if handler is not None:
             import logging
@@ -312,7 +326,9 @@ class Messages:
             )
         self.end(conn_id)
 
-    def end(self, conn_id, error=None, reraise=False):
+    def end(
+        self, conn_id: int, error: Optional[BaseException] = None, reraise: bool = False
+    ) -> None:
         """finish(), handle_error() if error, then shutdown_request(): once
         per connection, by whoever takes its handler."""
         handler = self.handlers.pop(conn_id, None)
@@ -339,23 +355,24 @@ class Messages:
                 _release(self.sockets.pop(conn_id))
 
 
-def _hold(sock):
+def _hold(sock: Any) -> None:
     """Keep sock's descriptor open until _release(), even if it is closed
     meanwhile: close() defers the real close while a file made by
     makefile() uses the socket, and the loop is counted as one."""
     sock._io_refs += 1
 
 
-def _release(sock):
+def _release(sock: Any) -> None:
     sock._decref_socketios()
 
 
-def _closed(sock):
+def _closed(sock: Any) -> bool:
     """Whether sock was closed, even if _hold() keeps its descriptor open."""
-    return sock._closed or sock.fileno() == -1
+    closed: bool = sock._closed or sock.fileno() == -1
+    return closed
 
 
-def _refuse_read(*args, **kwargs):
+def _refuse_read(*args: object, **kwargs: object) -> NoReturn:
     raise io.UnsupportedOperation(
         "not readable: this handler is event-driven, the server's message loop "
         "reads its connection and hands each message to handle_message(); "
@@ -372,30 +389,30 @@ class _LoopReadsThis:
     read = read1 = readline = readlines = readinto = readinto1 = peek = _refuse_read
     read_message = __next__ = _refuse_read
 
-    def __init__(self, rfile, sock):
+    def __init__(self, rfile: Any, sock: Any) -> None:
         self._rfile = rfile
         self._sock = sock
         self._closed = False
         if type(rfile) in (_core.SocketReader, io.BufferedReader):
             rfile.close()
 
-    def __iter__(self):
+    def __iter__(self) -> NoReturn:
         _refuse_read()
 
-    def readable(self):
+    def readable(self) -> bool:
         return False
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         return self._closed
 
-    def close(self):
+    def close(self) -> None:
         self._closed = True
         if self._rfile is not None:
             self._rfile.close()
 
-    def fileno(self):
-        return self._sock.fileno()
+    def fileno(self) -> int:
+        return self._sock.fileno()  # type: ignore[no-any-return]
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._rfile, name)

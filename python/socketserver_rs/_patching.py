@@ -8,7 +8,7 @@ __all__ = ["patch"]
 _BUILT_ON_SOCKETSERVER = ("http.server", "xmlrpc.server", "wsgiref.simple_server")
 
 
-def patch():
+def patch() -> None:
     """Make ``socketserver`` resolve to ``socketserver_rs``, so that servers
     built on the standard module (http.server, xmlrpc.server, wsgiref,
     logging.config.listen, third-party ones) run on the Rust core.

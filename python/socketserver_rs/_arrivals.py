@@ -67,7 +67,8 @@ class Arrivals:
 
     def fileno(self) -> int:
         """Readable while a waiting connection is ready for its next step."""
-        return self._selector.fileno()  # type: ignore[attr-defined,no-any-return]
+        # Windows' DefaultSelector (select()) has no fileno() in the stubs.
+        return self._selector.fileno()  # type: ignore[attr-defined,no-any-return,unused-ignore]
 
     def timeout(self, poll_interval: Optional[float]) -> Optional[float]:
         """How long the serve loop may wait: poll_interval, or less when a

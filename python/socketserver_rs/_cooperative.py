@@ -13,7 +13,7 @@ import sys
 __all__ = ["cooperative"]
 
 
-def cooperative():
+def cooperative() -> bool:
     """True when gevent or eventlet has monkey-patched the socket module."""
     monkey = sys.modules.get("gevent.monkey")
     if monkey is not None and monkey.is_module_patched("socket"):

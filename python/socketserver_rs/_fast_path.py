@@ -24,6 +24,7 @@ HookWatch made then sees one of these hooks set, patched or deleted:
 from __future__ import annotations
 
 from operator import attrgetter
+from typing import Final, TypeVar
 
 from socketserver_rs._core import hooks_changed, hooks_version
 
@@ -36,7 +37,9 @@ __all__ = [
     "hooks_are_standard",
 ]
 
-FAST_PATH_HOOKS = (
+_C = TypeVar("_C", bound=type[object])
+
+FAST_PATH_HOOKS: Final[tuple[str, ...]] = (
     "fileno",
     "_handle_request_noblock",
     "get_request",
@@ -52,7 +55,7 @@ FAST_PATH_HOOKS = (
 _STANDARD: dict[str, set[object]] = {name: set() for name in FAST_PATH_HOOKS}
 
 
-def hook_set(name):
+def hook_set(name: str) -> None:
     """An attribute `name` of a server was set or deleted."""
     # A new __class__ brings hooks of its own.
     if name in _STANDARD or name == "__class__":
@@ -65,7 +68,7 @@ class HookWatch:
 
     __slots__ = ("_version", "_cls", "_hooks_of", "_hooks")
 
-    def __init__(self, server):
+    def __init__(self, server: object) -> None:
         # Made before the hooks are checked, so that a change made while
         # they are is seen.
         self._version = hooks_version()
@@ -75,13 +78,13 @@ class HookWatch:
         self._hooks_of = attrgetter(*[name for name in FAST_PATH_HOOKS if hasattr(cls, name)])
         self._hooks = self._hooks_of(cls)
 
-    def moved(self):
+    def moved(self) -> bool:
         # Plain functions, compared by identity; a classmethod's bound
         # methods, by equality.
         return hooks_version() != self._version or self._hooks_of(self._cls) != self._hooks
 
 
-def standard_hooks(cls):
+def standard_hooks(cls: _C) -> _C:
     """Class decorator: the hooks `cls` defines are ones the fast path may
     stand in for."""
     for name in FAST_PATH_HOOKS:
@@ -90,7 +93,7 @@ def standard_hooks(cls):
     return cls
 
 
-def hooks_are_standard(server):
+def hooks_are_standard(server: object) -> bool:
     """True when no hook of FAST_PATH_HOOKS is set on the instance, and each
     one the class has is ours."""
     own = vars(server)

@@ -1,3 +1,0 @@
-__all__ = ["cooperative"]
-
-def cooperative() -> bool: ...

@@ -1,3 +1,0 @@
-__all__ = ["patch"]
-
-def patch() -> None: ...
