@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import random
+import socket
 import sys
 import threading
 import time
@@ -120,6 +121,14 @@ def make_handlers(socketserver):
 
         rbufsize = 65536
 
+    class StreamLinesNagle(StreamLines):
+        """StreamLines on a connection without TCP_NODELAY, as the standard
+        module's are: Nagle's algorithm gathers the small writes."""
+
+        def setup(self):
+            super().setup()
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+
     class DatagramEcho(socketserver.BaseRequestHandler):
         def handle(self):
             data, sock = self.request
@@ -133,6 +142,7 @@ def make_handlers(socketserver):
         "bulk-plain": BulkPlain,
         "lines": StreamLines,
         "lines-64k": StreamLinesBigBuffer,
+        "lines-nagle": StreamLinesNagle,
         "udp": DatagramEcho,
     }
 
@@ -325,6 +335,7 @@ def main():
             "bulk-plain",
             "lines",
             "lines-64k",
+            "lines-nagle",
             "udp",
         ],
         required=True,
