@@ -67,6 +67,72 @@ def test_nodelay_while_serving_forever(name, family, variant, runner):
             assert nodelay != 0
 
 
+@pytest.mark.parametrize("declared", ["inherited", "own False", "a base's False", "own True"])
+@pytest.mark.parametrize("name", ["TCPServer", "ThreadingTCPServer"])
+def test_an_explicit_disable_nagle_algorithm_false_keeps_nagle(name, declared, variant, runner):
+    """A handler class that sets disable_nagle_algorithm = False itself (or a
+    class it derives from, below StreamRequestHandler) gets the standard
+    module's connections: Nagle's algorithm on. Left as inherited, ours set
+    TCP_NODELAY; True sets it on both modules."""
+    seen = queue.Queue()
+
+    class Handler(variant.mod.StreamRequestHandler):
+        def handle(self):
+            seen.put(self.connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            self.wfile.write(b"ok")
+
+    if declared == "own False":
+        Handler = type("Handler", (Handler,), {"disable_nagle_algorithm": False})
+    elif declared == "a base's False":
+        Base = type("Base", (Handler,), {"disable_nagle_algorithm": False})
+        Handler = type("Handler", (Base,), {})
+    elif declared == "own True":
+        Handler = type("Handler", (Handler,), {"disable_nagle_algorithm": True})
+    server = runner.track(variant.server_class(name)(("127.0.0.1", 0), Handler))
+    variant.check_path(server)
+    runner.start(server)
+    assert stream_request(server.server_address, b"") == b"ok"
+    nodelay = seen.get(timeout=IO_TIMEOUT)
+    if declared == "own True" or (declared == "inherited" and variant.mod is socketserver_rs):
+        assert nodelay != 0
+    else:
+        assert nodelay == 0
+
+
+@pytest.mark.parametrize("declared", ["inherited", "own False"])
+def test_event_driven_message_connections_follow_disable_nagle_algorithm(declared, runner):
+    seen = queue.Queue()
+
+    class Handler(socketserver_rs.MessageRequestHandler):
+        def handle_message(self, message):
+            seen.put(self.request.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            return message
+
+    if declared == "own False":
+        Handler.disable_nagle_algorithm = False
+    server = runner.track(socketserver_rs.ThreadingTCPServer(("127.0.0.1", 0), Handler))
+    runner.start(server)
+    with socketserver_rs.MessageClient(server.server_address, timeout=IO_TIMEOUT) as client:
+        assert client.request(b"hi") == b"hi"
+    assert socketserver_rs._message_loop.event_driven(server)
+    nodelay = seen.get(timeout=IO_TIMEOUT)
+    assert (nodelay != 0) == (declared == "inherited")
+
+
+def test_disable_nagle_algorithm_false_on_a_unix_socket(runner, unix_path):
+    require(hasattr(socketserver_rs, "UnixStreamServer"), "AF_UNIX sockets")
+
+    class Handler(socketserver_rs.StreamRequestHandler):
+        disable_nagle_algorithm = False
+
+        def handle(self):
+            self.wfile.write(self.rfile.readline())
+
+    server = runner.track(socketserver_rs.ThreadingUnixStreamServer(unix_path, Handler))
+    runner.start(server)
+    assert stream_request(unix_path, b"unix\n", socket.AF_UNIX) == b"unix\n"
+
+
 def completed_connects(server, count=64, wait=0.5):
     """Start `count` connects to a server that accepts none; how many the
     kernel completed within `wait` seconds (the rest wait on a SYN retry)."""

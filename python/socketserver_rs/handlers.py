@@ -78,6 +78,9 @@ class StreamRequestHandler(BaseRequestHandler):
             self.connection.settimeout(self.timeout)
         if self.disable_nagle_algorithm:
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+        elif _keeps_nagle(type(self)) and getattr(self.connection, "family", None) in _TCP:
+            # The server set TCP_NODELAY when it accepted the connection.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, False)
         if (
             type(self.connection) is socket.socket
             and not cooperative()
@@ -115,6 +118,20 @@ class StreamRequestHandler(BaseRequestHandler):
                 pass
         self.wfile.close()
         self.rfile.close()
+
+
+_TCP = (socket.AF_INET, socket.AF_INET6)
+
+
+def _keeps_nagle(handler_class):
+    """Whether the handler class asks for Nagle's algorithm with a
+    disable_nagle_algorithm = False of its own (or of a class between it and
+    StreamRequestHandler), as the standard module's connections have it.
+    Left as inherited, connections keep the TCP_NODELAY the server set."""
+    owner = next(
+        (cls for cls in handler_class.__mro__ if "disable_nagle_algorithm" in vars(cls)), None
+    )
+    return owner not in (None, StreamRequestHandler) and not handler_class.disable_nagle_algorithm
 
 
 def _stats_of(server):

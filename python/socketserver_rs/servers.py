@@ -28,6 +28,7 @@ from socketserver_rs._fast_path import (
     standard_hooks,
 )
 from socketserver_rs._tls import accept_deferring_handshake, defers_handshakes, handshake_owed
+from socketserver_rs.handlers import _keeps_nagle
 
 __all__ = ["BaseServer", "TCPServer", "UDPServer"]
 if hasattr(socket, "AF_UNIX"):
@@ -515,7 +516,8 @@ class BaseServer:
         if fast.stream and _message_loop.event_driven(self):
             # Handlers that only answer messages share one readiness loop
             # instead of a thread each (see _message_loop.py).
-            return _message_loop.serving(self, loop, _is_tcp(self.socket)), None
+            nodelay = _is_tcp(self.socket) and not _keeps_nagle(self.RequestHandlerClass)
+            return _message_loop.serving(self, loop, nodelay), None
         return self._fast_request_taker(fast), None
 
     def _arrivals(self):
