@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import random
-import socket
 import sys
 import threading
 import time
@@ -122,12 +121,11 @@ def make_handlers(socketserver):
         rbufsize = 65536
 
     class StreamLinesNagle(StreamLines):
-        """StreamLines on a connection without TCP_NODELAY, as the standard
-        module's are: Nagle's algorithm gathers the small writes."""
+        """StreamLines asking for Nagle's algorithm, as the standard module's
+        connections have it (ours set TCP_NODELAY unless a handler class
+        sets this itself): the small writes are gathered into segments."""
 
-        def setup(self):
-            super().setup()
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+        disable_nagle_algorithm = False
 
     class DatagramEcho(socketserver.BaseRequestHandler):
         def handle(self):
