@@ -3,6 +3,7 @@ processes pinned to CPU 0, the load generator on CPU 1, and one measured cell
 at a time. bench/run.py, bench/framed.py and the other benchmarks are entry
 points over it; bench/report.py turns what they measure into tables."""
 
+import argparse
 import json
 import math
 import os
@@ -68,6 +69,24 @@ def build_loadgen():
         cwd=ROOT,
         env=dict(os.environ, CARGO_TARGET_DIR=str(LOADGEN_TARGET)),
     )
+
+
+def cell_bench_config(doc, runs, duration, warmup, extra=()):
+    """The command line of a bench made of timed cells (--runs, --duration,
+    --no-install, and `extra` as (flag, keyword arguments) pairs), parsed,
+    with the tools checked and the venv and load generator set up."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    for flag, options in extra:
+        parser.add_argument(flag, **options)
+    parser.add_argument("--runs", type=int, default=runs)
+    parser.add_argument("--duration", type=float, default=duration)
+    parser.add_argument("--no-install", action="store_true")
+    cfg = parser.parse_args()
+    cfg.warmup = warmup
+    cfg.no_wrk = True
+    check_tools(cfg)
+    setup(cfg)
+    return cfg
 
 
 def check_tools(args):

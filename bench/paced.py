@@ -14,7 +14,6 @@ About a minute per run with the defaults. Uses the setup of bench/run.py
 (its venv, release build and load generator).
 """
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -39,16 +38,8 @@ def median_cell(spec, rate, cfg):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rates", default="20000,40000,60000")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=3.0)
-    parser.add_argument("--no-install", action="store_true")
-    cfg = parser.parse_args()
-    cfg.warmup = 1.0
-    cfg.no_wrk = True
-    run.check_tools(cfg)
-    run.setup(cfg)
+    rates_flag = ("--rates", {"default": "20000,40000,60000"})
+    cfg = run.cell_bench_config(__doc__, 3, 3.0, 1.0, [rates_flag])
     rates = [int(rate) for rate in cfg.rates.split(",")]
     print(f"Medians of {cfg.runs} runs of {cfg.duration:g} s; 16 connections, 64 B lines.\n")
     print(

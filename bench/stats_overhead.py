@@ -11,7 +11,6 @@ and the ratio.
 Uses the setup of bench/run.py (its venv, release build and load generator).
 """
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -26,15 +25,7 @@ SPECS = {
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--duration", type=float, default=3.0)
-    parser.add_argument("--no-install", action="store_true")
-    cfg = parser.parse_args()
-    cfg.warmup = 1.0
-    cfg.no_wrk = True
-    run.check_tools(cfg)
-    run.setup(cfg)
+    cfg = run.cell_bench_config(__doc__, 5, 3.0, 1.0)
     cpu = {name: [] for name in SPECS}
     for _ in range(cfg.runs):
         for name, spec in SPECS.items():

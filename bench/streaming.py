@@ -16,7 +16,6 @@ About half a minute with the defaults. Uses the setup of bench/run.py (its
 venv, release build and load generator).
 """
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -46,15 +45,7 @@ def measure(cell_spec, command, size, cfg):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=1)
-    parser.add_argument("--duration", type=float, default=2.0)
-    parser.add_argument("--no-install", action="store_true")
-    cfg = parser.parse_args()
-    cfg.warmup = 0.5
-    cfg.no_wrk = True
-    run.check_tools(cfg)
-    run.setup(cfg)
+    cfg = run.cell_bench_config(__doc__, 1, 2.0, 0.5)
     rows, checks = [], []
     for size, name in SIZES.items():
         std = measure(spec("std", "lines"), "lines", size, cfg)

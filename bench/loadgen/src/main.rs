@@ -23,7 +23,8 @@
 //!   paced      keepalive at a fixed total --rate (requests/s over the N
 //!              connections), one request in flight per connection; a
 //!              connection that falls behind drops its missed turns, so the
-//!              achieved rate shows a server that cannot keep up
+//!              achieved rate shows a server that cannot keep up (--rate
+//!              paces framed the same way)
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
@@ -250,17 +251,23 @@ fn round_trip(
 
 /// Requests over persistent connections, one `round_trip` each on what
 /// `open` makes of a new connection; reconnects after a failed one.
-/// `bytes` per request go to the tally.
+/// `bytes` per request go to the tally. With `--rate`, connection `i` of N
+/// sends every N/rate seconds, offset by i/rate, so that the requests are
+/// spread evenly; one that falls behind drops its missed turns.
 fn persistent<C, O, R>(args: &Args, addr: SocketAddr, bytes: u64, open: O, round_trip: R)
 where
     O: Fn(TcpStream) -> C + Send + Sync + 'static,
     R: Fn(&mut C, &mut Vec<u8>) -> std::io::Result<()> + Send + Sync + 'static,
 {
+    let pace = (args.rate > 0.0).then(|| Duration::from_secs_f64(args.conns as f64 / args.rate));
+    let conns = args.conns as u32;
     let (tally, secs) = timed(args, move |i, phase| {
         let mut tally = Tally::default();
         let mut reply = Vec::new();
         stagger(i);
         let mut announced = false;
+        let mut next =
+            Instant::now() + pace.map_or(Duration::ZERO, |every| every * i as u32 / conns);
         'reconnect: while phase.load(Ordering::Relaxed) != DONE {
             let Ok(stream) = connect(addr) else {
                 tally.errors += 1;
@@ -269,6 +276,10 @@ where
             };
             let mut conn = open(stream);
             loop {
+                if let Some(every) = pace {
+                    thread::sleep(next.saturating_duration_since(Instant::now()));
+                    next = (next + every).max(Instant::now());
+                }
                 let began = Instant::now();
                 let ok = round_trip(&mut conn, &mut reply).is_ok();
                 let ended = Instant::now();
@@ -306,61 +317,6 @@ fn keepalive(args: &Args, addr: SocketAddr) {
     persistent(args, addr, 0, open, move |(writer, reader), reply| {
         round_trip(writer, reader, &msg, reply)
     });
-}
-
-/// Keep-alive line echo at `--rate` requests/s in total: connection `i` of N
-/// sends every N/rate seconds, offset by i/rate, so that the requests are
-/// spread evenly. Latency is from the send to the reply.
-fn paced(args: &Args, addr: SocketAddr) {
-    if args.rate <= 0.0 {
-        fail("paced needs --rate R (requests per second over all connections)");
-    }
-    let msg = line(args.size);
-    let interval = Duration::from_secs_f64(args.conns as f64 / args.rate);
-    let offset = 1.0 / args.rate;
-    let (tally, secs) = timed(args, move |i, phase| {
-        let mut tally = Tally::default();
-        let mut reply = Vec::new();
-        stagger(i);
-        let mut announced = false;
-        let mut next = Instant::now() + Duration::from_secs_f64(offset * i as f64);
-        'reconnect: while phase.load(Ordering::Relaxed) != DONE {
-            let Ok(mut writer) = connect(addr) else {
-                tally.errors += 1;
-                thread::sleep(Duration::from_millis(10));
-                continue;
-            };
-            let Ok(clone) = writer.try_clone() else {
-                continue;
-            };
-            let mut reader = BufReader::new(clone);
-            loop {
-                let now = Instant::now();
-                if next > now {
-                    thread::sleep(next - now);
-                }
-                let began = Instant::now();
-                let ok = round_trip(&mut writer, &mut reader, &msg, &mut reply).is_ok();
-                let ended = Instant::now();
-                next = (next + interval).max(ended);
-                if !announced {
-                    announced = true;
-                    ready();
-                }
-                match phase.load(Ordering::Relaxed) {
-                    MEASURE => tally.record(ok, ended - began),
-                    DONE => break 'reconnect,
-                    _ => {}
-                }
-                if !ok {
-                    continue 'reconnect;
-                }
-            }
-        }
-        tally.stalled = u64::from(tally.requests == 0);
-        tally
-    });
-    report(tally, secs, &format!(",\"rate\":{:.1}", args.rate));
 }
 
 /// Sends `msg` (framed already) and reads one framed reply; it must match.
@@ -639,7 +595,12 @@ fn main() {
         "framed-idle" => idle(&args, addr, true),
         "burst" => burst(&args, addr),
         "framed" => framed(&args, addr),
-        "paced" => paced(&args, addr),
+        "paced" => {
+            if args.rate <= 0.0 {
+                fail("paced needs --rate R (requests per second over all connections)");
+            }
+            keepalive(&args, addr)
+        }
         other => fail(&format!("unknown command {other}")),
     }
 }
