@@ -149,20 +149,27 @@ def test_writelines_gathers_lines_larger_than_one_send():
         assert received == [b"".join(lines)]
 
 
-def test_writelines_of_an_iterator_sends_each_line_as_it_comes():
+@pytest.mark.parametrize("source", ["generator", "list subclass"])
+def test_writelines_of_an_iterator_sends_each_line_as_it_comes(source):
+    """Between two lines the program's own code runs (a query, a lock), in
+    a generator or a list subclass's __iter__: the first line must not wait
+    for it."""
     client, server = tcp_pair(IO_TIMEOUT)
     first_arrived = threading.Event()
 
     def lines():
         yield b"first\n"
-        # The program's own code between two lines (a query, a lock): the
-        # first line must not wait for it.
         first_arrived.wait(IO_TIMEOUT)
         yield b"second\n"
 
+    class Lazy(list):
+        def __iter__(self):
+            return lines()
+
     with client, server:
         wfile = _core.SocketWriter(server, 0)
-        writer = threading.Thread(target=wfile.writelines, args=(lines(),))
+        given = lines() if source == "generator" else Lazy()
+        writer = threading.Thread(target=wfile.writelines, args=(given,))
         writer.start()
         got = read_exactly(client, len(b"first\n"), PROMPT)
         first_arrived.set()

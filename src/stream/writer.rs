@@ -151,11 +151,11 @@ impl SocketWriter {
 
     /// An unbuffered writer's `writelines()` of a list or tuple: the lines
     /// leave gathered, in sends of about `GATHER_LIMIT` bytes, rather than
-    /// one send (and one segment) each.  Only a list or tuple: the lines
-    /// are all there, whereas an iterator runs the program's code between
-    /// them, which may block, and a line must not wait on it.  A line that
-    /// is not bytes-like raises after the lines before it went out, as a
-    /// send per line would.
+    /// one send (and one segment) each.  Only an exact list or tuple: its
+    /// lines are all there, whereas an iterator (or a subclass's
+    /// `__iter__`) runs the program's code between them, which may block,
+    /// and a line must not wait on it.  A line that is not bytes-like
+    /// raises after the lines before it went out, as a send per line would.
     fn write_gathered(&self, py: Python<'_>, lines: &Bound<'_, PyAny>) -> PyResult<()> {
         let mut batch = Vec::new();
         for line in lines.try_iter()? {
@@ -241,7 +241,7 @@ impl SocketWriter {
     fn writelines(&self, py: Python<'_>, lines: &Bound<'_, PyAny>) -> PyResult<()> {
         self.check_open(CLOSED_FILE)?;
         if self.bufsize == 0
-            && (lines.is_instance_of::<PyList>() || lines.is_instance_of::<PyTuple>())
+            && (lines.is_exact_instance_of::<PyList>() || lines.is_exact_instance_of::<PyTuple>())
         {
             return self.write_gathered(py, lines);
         }
