@@ -116,7 +116,7 @@ def test_writelines_of_a_list_leaves_in_few_segments():
         sys.platform == "linux" and hasattr(socket, "TCP_INFO"),
         "TCP_INFO segment counters (Linux)",
     )
-    client, server = tcp_pair(IO_TIMEOUT)
+    client, server = tcp_pair()  # no timeout: only then are lines gathered
     with client, server:
         server.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         wfile = _core.SocketWriter(server, 0)
@@ -134,7 +134,7 @@ def test_writelines_of_a_list_leaves_in_few_segments():
 
 
 def test_writelines_gathers_lines_larger_than_one_send():
-    client, server = tcp_pair(IO_TIMEOUT)
+    client, server = tcp_pair()  # no timeout: only then are lines gathered
     with client, server:
         wfile = _core.SocketWriter(server, 0)
         sizes = [10, 70_000, 5, 60_000, 9000]
@@ -154,7 +154,7 @@ def test_writelines_of_an_iterator_sends_each_line_as_it_comes(source):
     """Between two lines the program's own code runs (a query, a lock), in
     a generator or a list subclass's __iter__: the first line must not wait
     for it."""
-    client, server = tcp_pair(IO_TIMEOUT)
+    client, server = tcp_pair()  # no timeout, where a list would be gathered
     first_arrived = threading.Event()
 
     def lines():
@@ -179,8 +179,48 @@ def test_writelines_of_an_iterator_sends_each_line_as_it_comes(source):
 
 
 @pytest.mark.parametrize("module", ["socketserver", "socketserver_rs"])
+def test_writelines_on_a_socket_with_a_timeout_times_each_line(module):
+    """sendall()'s timeout bounds one call; the standard module's
+    writelines() makes one per line. A client that drains slowly but
+    steadily keeps every line within the timeout, where the lines gathered
+    into one send would not be."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.socket()
+        # Small buffers, the client's before the window is agreed, so that
+        # the sends wait on the client.
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+        client.connect(listener.getsockname())
+        server, _ = listener.accept()
+    with client, server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        server.settimeout(0.3)
+        if module == "socketserver":
+            wfile = socketserver._SocketWriter(server)
+        else:
+            wfile = _core.SocketWriter(server, 0)
+        lines = [bytes([65 + i % 26]) * 1023 + b"\n" for i in range(40)]
+        received = []
+
+        def drain_slowly():
+            data = b""
+            while len(data) < 40 * 1024:
+                time.sleep(0.02)
+                chunk = client.recv(1024)
+                if not chunk:
+                    break
+                data += chunk
+            received.append(data)
+
+        reader = threading.Thread(target=drain_slowly)
+        reader.start()
+        wfile.writelines(lines)
+        reader.join(IO_TIMEOUT)
+        assert received == [b"".join(lines)]
+
+
+@pytest.mark.parametrize("module", ["socketserver", "socketserver_rs"])
 def test_writelines_sends_the_lines_before_a_bad_one(module):
-    client, server = tcp_pair(IO_TIMEOUT)
+    client, server = tcp_pair()  # no timeout, where a list is gathered
     with client, server:
         if module == "socketserver":
             wfile = socketserver._SocketWriter(server)

@@ -8,6 +8,7 @@ use crate::sys::{self, RawSock};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
 
@@ -149,6 +150,18 @@ impl SocketWriter {
         with_bytes(py, b, |data| self.write_parts(py, &[], data))
     }
 
+    /// Whether the socket has no timeout.  Only then may `writelines()`
+    /// gather: a timeout bounds each `sendall()`, one per line in the
+    /// standard module, and a client that drains slowly but steadily must
+    /// not time out on lines sent together.
+    fn blocks_without_timeout(&self, py: Python<'_>) -> PyResult<bool> {
+        let timeout = self
+            .socket
+            .bind(py)
+            .call_method0(intern!(py, "gettimeout"))?;
+        Ok(timeout.is_none())
+    }
+
     /// An unbuffered writer's `writelines()` of a list or tuple: the lines
     /// leave gathered, in sends of about `GATHER_LIMIT` bytes, rather than
     /// one send (and one segment) each.  Only an exact list or tuple: its
@@ -242,6 +255,7 @@ impl SocketWriter {
         self.check_open(CLOSED_FILE)?;
         if self.bufsize == 0
             && (lines.is_exact_instance_of::<PyList>() || lines.is_exact_instance_of::<PyTuple>())
+            && self.blocks_without_timeout(py)?
         {
             return self.write_gathered(py, lines);
         }
