@@ -113,12 +113,18 @@ class RecordingErrors:
 
 
 def still_open(sock):
-    """Whether the server has neither closed nor written to `sock`."""
+    """Whether the server has neither closed, reset nor written to `sock`
+    (whose timeout is left as it was)."""
+    timeout = sock.gettimeout()
     sock.setblocking(False)
     try:
         sock.recv(1)
     except BlockingIOError:
         return True
+    except OSError:
+        return False
+    finally:
+        sock.settimeout(timeout)
     return False
 
 

@@ -20,6 +20,7 @@ from conftest import (
     read_to_eof,
     recv_all,
     request,
+    still_open,
     stream_request,
     tcp_queues,
     wait_until,
@@ -420,20 +421,6 @@ class Gate:
         return Handler
 
 
-def still_waiting(sock):
-    """Connected, nothing received, not closed or reset."""
-    sock.setblocking(False)
-    try:
-        sock.recv(1)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    finally:
-        sock.setblocking(True)
-    return False
-
-
 def test_max_threads_bounds_workers_and_keeps_clients_waiting(path):
     gate = Gate()
     server = recording_server(gate.handler(), path, max_threads=4)
@@ -452,7 +439,7 @@ def test_max_threads_bounds_workers_and_keeps_clients_waiting(path):
             assert len(server._threads) <= 4
             # the serving thread and at most four workers
             assert threading.active_count() - threads_before <= 5
-            assert all(still_waiting(client) for client in clients)
+            assert all(still_open(client) for client in clients)
             # Not accepted and queued in the process: left in the kernel backlog.
             assert tcp_queues(server.server_address[1])[1] == 16
             gate.release.set()
