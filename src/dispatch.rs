@@ -108,8 +108,19 @@ impl FastPath {
     /// `get_request()`: one request and its client address, or None when
     /// none could be taken (the standard library ignores an OSError there).
     /// None as well once shutdown is requested, or a hook was set since
-    /// this was built, so that a caller taking requests in a row stops there.
-    fn take<'py>(&self, py: Python<'py>) -> PyResult<Option<Request<'py>>> {
+    /// this was built, so that a caller taking requests in a row stops there;
+    /// and when `server`'s class (or a base) changed since `class_tag()`
+    /// returned `since`: the serve loop looks at its hooks again first.
+    #[pyo3(signature = (server=None, since=0))]
+    fn take<'py>(
+        &self,
+        py: Python<'py>,
+        server: Option<&Bound<'py, PyAny>>,
+        since: u32,
+    ) -> PyResult<Option<Request<'py>>> {
+        if server.is_some_and(|server| type_version_tag(server) != since) {
+            return Ok(None);
+        }
         if self.should_stop() || !self.open(py)? {
             return Ok(None);
         }
@@ -182,6 +193,12 @@ impl FastPath {
         }
         Ok(None)
     }
+}
+
+/// The version tag of `server`'s class, for `FastPath.take()`.
+#[pyfunction]
+fn class_tag(server: &Bound<'_, PyAny>) -> u32 {
+    type_version_tag(server)
 }
 
 /// CPython's version tag of `obj`'s type: it changes whenever an attribute
@@ -276,5 +293,6 @@ impl FastPath {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(hooks_changed, m)?)?;
     m.add_function(wrap_pyfunction!(hooks_version, m)?)?;
+    m.add_function(wrap_pyfunction!(class_tag, m)?)?;
     m.add_class::<FastPath>()
 }

@@ -5,10 +5,11 @@ before."""
 import abc
 import contextlib
 import socket
+import threading
 from unittest import mock
 
 import pytest
-from conftest import exchange, fast_path_of
+from conftest import exchange, fast_path_of, wait_until
 
 import socketserver_rs
 
@@ -148,3 +149,72 @@ def test_a_server_given_another_class_while_serving_takes_its_hooks(ssmod, runne
     assert served(server, b"refused\n") == b""
     server.__class__ = cls
     assert served(server, b"after\n") == b"AFTER\n"
+
+
+class DatagramLength(socketserver_rs.BaseRequestHandler):
+    def handle(self):
+        data, sock = self.request
+        sock.sendto(b"%d" % len(data), self.client_address)
+
+
+@pytest.mark.parametrize("where", ["instance", "class"])
+@pytest.mark.parametrize("base", ["UDPServer", "ThreadingUDPServer"])
+def test_max_packet_size_set_while_serving_applies_to_the_next_datagram(ssmod, runner, where, base):
+    # The standard module reads max_packet_size for each datagram.
+    cls = type("Server", (getattr(ssmod, base),), {})
+    server = runner.track(cls(("127.0.0.1", 0), DatagramLength))
+    runner.start(server)
+    target = server if where == "instance" else cls
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.settimeout(10)
+
+        def received_length():
+            client.sendto(b"x" * 100, server.server_address)
+            return int(client.recv(64))
+
+        assert received_length() == 100
+        target.max_packet_size = 10
+        assert received_length() == 10
+        target.max_packet_size = 50
+        assert received_length() == 50
+
+
+@pytest.mark.parametrize("patched", ["verify_request", "max_packet_size"])
+def test_a_class_patch_applies_to_datagrams_already_queued(ssmod, runner, patched):
+    # The handler of the first datagram waits while more are queued and the
+    # class is patched: the standard module takes each queued datagram
+    # through the patched class.
+    proceed = threading.Event()
+    seen = []
+
+    class Handler(ssmod.BaseRequestHandler):
+        def handle(self):
+            data, sock = self.request
+            seen.append(data)
+            if data == b"first":
+                proceed.wait(10)
+            sock.sendto(b"%d" % len(data), self.client_address)
+
+    cls = type("Server", (ssmod.UDPServer,), {})
+    server = runner.track(cls(("127.0.0.1", 0), Handler))
+    runner.start(server)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.settimeout(10)
+        client.sendto(b"first", server.server_address)
+        assert wait_until(lambda: seen == [b"first"])
+        for _ in range(3):
+            client.sendto(b"queued", server.server_address)
+        if patched == "verify_request":
+            cls.verify_request = refuse
+        else:
+            cls.max_packet_size = 2
+        proceed.set()
+        assert client.recv(64) == b"5"
+        if patched == "verify_request":
+            client.settimeout(0.5)
+            with pytest.raises(socket.timeout):
+                client.recv(64)
+            assert seen == [b"first"]
+        else:
+            assert [client.recv(64) for _ in range(3)] == [b"2"] * 3
+            assert seen == [b"first"] + [b"qu"] * 3

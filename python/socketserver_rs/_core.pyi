@@ -13,6 +13,7 @@ __all__ = [
     "FastPath",
     "hooks_changed",
     "hooks_version",
+    "class_tag",
     "MessageLoop",
     "Message",
     "EVENT_OPENED",
@@ -101,6 +102,10 @@ def hooks_changed() -> None:
 def hooks_version() -> int:
     """How many times hooks_changed() was called."""
 
+def class_tag(server: Any) -> int:
+    """The version tag of server's class: it changes when an attribute of
+    the class or of a base is set or deleted."""
+
 @final
 class FastPath:
     """Takes requests from the server socket without the Python hooks."""
@@ -117,10 +122,10 @@ class FastPath:
     @property
     def stream(self) -> bool:
         """Whether requests are connections (else datagrams)."""
-    def take(self) -> Optional[tuple[Any, Any]]:
+    def take(self, server: Any = None, since: int = 0) -> Optional[tuple[Any, Any]]:
         """One (request, client_address), or None when none could be taken
         (or shutdown was requested, or hooks_version() moved since this was
-        built)."""
+        built, or server's class_tag() is no longer since)."""
     def dispatch(
         self, server: Any, pool: WorkerPool, runner: Callable[[Any, Any, Any], Any]
     ) -> Optional[tuple[Any, Any, Optional[BaseException]]]:

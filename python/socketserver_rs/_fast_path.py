@@ -6,6 +6,8 @@ named in FAST_PATH_HOOKS, in the versions this package defines: if a server
 class or instance overrides any of them, or mixes in one from elsewhere
 (the standard library's ThreadingMixIn, ForkingMixIn), serve_forever()
 calls the Python hooks one by one instead, as the standard module does.
+It also copies the attributes in FAST_PATH_SETTINGS, which the standard
+module reads for each request; they are watched as the hooks are.
 
 The choice is made when serve_forever() starts, and made again when a
 HookWatch made then sees one of these hooks set, patched or deleted:
@@ -16,9 +18,8 @@ HookWatch made then sees one of these hooks set, patched or deleted:
   has are read again each time the serve loop wakes (the message loop:
   before each new connection) and compared with those read before, so the
   hook applies from the loop's next wake on; within a batch of connections
-  a threading server takes in a row, the core stops the batch when the
-  class's version tag changes (dispatch.rs); a UDP server's queued
-  datagrams, taken in a row, may still go without it.
+  or datagrams taken in a row, the core stops the batch when the class's
+  version tag changes (dispatch.rs).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from socketserver_rs._core import hooks_changed, hooks_version
 
 __all__ = [
     "FAST_PATH_HOOKS",
+    "FAST_PATH_SETTINGS",
     "HookWatch",
     "hook_set",
     "hooks_version",
@@ -51,6 +53,10 @@ FAST_PATH_HOOKS: Final[tuple[str, ...]] = (
     "close_request",
 )
 
+# Attributes the fast path copies when it is built, which the standard
+# module reads for each request: setting one rebuilds it, as a hook does.
+FAST_PATH_SETTINGS: Final[tuple[str, ...]] = ("max_packet_size",)
+
 # Each hook's name and the functions of ours the fast path stands in for.
 _STANDARD: dict[str, set[object]] = {name: set() for name in FAST_PATH_HOOKS}
 
@@ -58,7 +64,7 @@ _STANDARD: dict[str, set[object]] = {name: set() for name in FAST_PATH_HOOKS}
 def hook_set(name: str) -> None:
     """An attribute `name` of a server was set or deleted."""
     # A new __class__ brings hooks of its own.
-    if name in _STANDARD or name == "__class__":
+    if name in _STANDARD or name in FAST_PATH_SETTINGS or name == "__class__":
         hooks_changed()
 
 
@@ -75,7 +81,8 @@ class HookWatch:
         cls = self._cls = type(server)
         # A hook the class lacks is one its serve loop never calls
         # (process_request_thread without ThreadingMixIn).
-        self._hooks_of = attrgetter(*[name for name in FAST_PATH_HOOKS if hasattr(cls, name)])
+        watched = FAST_PATH_HOOKS + FAST_PATH_SETTINGS
+        self._hooks_of = attrgetter(*[name for name in watched if hasattr(cls, name)])
         self._hooks = self._hooks_of(cls)
 
     def moved(self) -> bool:

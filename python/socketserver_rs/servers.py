@@ -565,8 +565,10 @@ class BaseServer:
         end_request = self.shutdown_request
         stats = self._serve_loop().stats
         registry = _state.of(self).connections
+        # A hook patched on the class meanwhile stops the batch (see take()).
+        since = _core.class_tag(self)
         for _ in range(batch):
-            taken = take()
+            taken = take(self, since)
             if taken is None:
                 return
             request, client_address = taken
