@@ -12,6 +12,7 @@ use pyo3::types::{PyBytes, PyTuple};
 use crate::detach::detach;
 use crate::listener::{accept, address_to_py, recv_from, socket_kind, wrap_socket};
 use crate::pool::{Submitted, WorkerPool};
+use crate::pycall::call_method0;
 use crate::serve::{owns, ServeLoop};
 use crate::sys::{readable_now, RawSock};
 
@@ -81,7 +82,7 @@ impl FastPath {
         nodelay: bool,
         hooks_version: u64,
     ) -> PyResult<Self> {
-        let fd = socket.call_method0(intern!(py, "fileno"))?.extract()?;
+        let fd = call_method0(&socket, intern!(py, "fileno"))?.extract()?;
         let socket_kind = socket_kind(&socket)?;
         let arrival = if stream {
             Arrival::Stream { nodelay }
@@ -255,7 +256,7 @@ impl FastPath {
             }
             Err(err) => {
                 serve_loop.request_lost(py, &err);
-                if let Err(err) = request.call_method0(intern!(py, "close")) {
+                if let Err(err) = call_method0(&request, intern!(py, "close")) {
                     err.write_unraisable(py, Some(&request));
                 }
                 Ok(None)

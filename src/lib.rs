@@ -10,6 +10,7 @@ mod locks;
 mod message_loop;
 mod pool;
 mod proxy;
+mod pycall;
 mod readbuf;
 mod serve;
 mod socket_file;

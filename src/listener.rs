@@ -117,7 +117,7 @@ pub fn wrap_socket<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let (family, sock_type, proto) = (kind.get_item(0)?, kind.get_item(1)?, kind.get_item(2)?);
     crate::locks::assert_unlocked("a socket object is made");
-    match socket_class.call1((family, sock_type, proto, fd)) {
+    match crate::pycall::call(socket_class, (family, sock_type, proto, fd)) {
         Ok(sock) => Ok(sock),
         Err(err) => {
             // SAFETY: fd was just accepted and nothing else owns it yet;

@@ -257,7 +257,7 @@ impl WorkerPool {
                 busy: AtomicBool::new(false),
             };
             crate::locks::assert_unlocked("the pool starts a worker");
-            if let Err(err) = self.spawn.call1(py, (worker,)) {
+            if let Err(err) = crate::pycall::call(self.spawn.bind(py), (worker,)) {
                 if self.shared.counts().worker_lost() {
                     self.shared.announce_free_slot();
                 }

@@ -17,10 +17,12 @@ use std::time::{Duration, Instant};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::types::PyString;
 use socket2::Socket;
 
 use crate::errors::{os_error, strerror};
 use crate::pool::WorkerPool;
+use crate::pycall::{call_method0, call_method1};
 use crate::stats::ServerStats;
 use crate::sys::{self, is_resource_exhaustion, Interest, RawSock};
 
@@ -314,7 +316,9 @@ impl ServeLoop {
     /// `sys.unraisablehook` rather than end the serve loop.
     fn log(&self, py: Python<'_>, level: &str, message: String) {
         crate::locks::assert_unlocked("the core logs");
-        if let Err(err) = self.logger.bind(py).call_method1(level, (message,)) {
+        let logger = self.logger.bind(py);
+        let (level, message) = (PyString::new(py, level), PyString::new(py, &message));
+        if let Err(err) = call_method1(logger, &level, &message) {
             err.write_unraisable(py, None);
         }
     }
@@ -425,7 +429,7 @@ impl ServeLoop {
 /// Whether `sock` still owns descriptor `fd` (a closed socket's fileno()
 /// is -1).
 pub fn owns(sock: &Bound<'_, PyAny>, fd: RawSock) -> PyResult<bool> {
-    let now: i64 = sock.call_method0(intern!(sock.py(), "fileno"))?.extract()?;
+    let now: i64 = call_method0(sock, intern!(sock.py(), "fileno"))?.extract()?;
     Ok(now == sys::to_fileno(fd))
 }
 

@@ -25,7 +25,7 @@ macro_rules! socket_file_methods {
                 let finished = self.finish(py);
                 let raw = self.raw.lock().take();
                 if let Some(raw) = raw {
-                    raw.call_method0(py, "close")?;
+                    crate::pycall::call_method0(raw.bind(py), pyo3::intern!(py, "close"))?;
                 }
                 finished
             }
@@ -149,11 +149,8 @@ pub fn raw_of(
     if let Some(made) = raw.lock().as_ref() {
         return Ok(made.clone_ref(py));
     }
-    let made = py
-        .import("socket")?
-        .getattr("SocketIO")?
-        .call1((socket.bind(py), mode))?
-        .unbind();
+    let socket_io = py.import("socket")?.getattr("SocketIO")?;
+    let made = crate::pycall::call(&socket_io, (socket.bind(py), mode))?.unbind();
     // Another thread may have made one meanwhile: keep the first, and drop
     // ours once unlocked (freeing it runs its finaliser).
     let kept = raw

@@ -504,3 +504,56 @@ def test_pool_settings_are_checked_when_serving_starts(attribute, value, runner)
 def test_the_core_pool_refuses_a_useless_idle_timeout(seconds):
     with pytest.raises(ValueError, match="idle_timeout"):
         socketserver_rs._core.WorkerPool(lambda worker: None, idle_timeout=seconds)
+
+
+EXIT_WHILE_SERVING = """
+import socket, sys, threading, time
+import socketserver_rs as socketserver
+
+kind = sys.argv[1]
+
+class Handler(socketserver.StreamRequestHandler):
+    def handle(self):
+        if kind == "tcp":
+            self.rfile.readline()  # a line that never comes
+
+server_class = {"tcp": socketserver.ThreadingTCPServer, "udp": socketserver.ThreadingUDPServer}
+server = server_class[kind](("127.0.0.1", 0), Handler)
+server.daemon_threads = True
+threading.Thread(target=server.serve_forever, daemon=True).start()
+kept = []
+
+def arrive():
+    while True:
+        try:
+            if kind == "udp":
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                    client.sendto(b"x", server.server_address)
+            else:
+                kept.append(socket.create_connection(server.server_address, timeout=1))
+        except OSError:
+            pass
+
+threading.Thread(target=arrive, daemon=True).start()
+time.sleep(0.3)
+"""
+
+
+@pytest.mark.parametrize("kind", ["tcp", "udp"])
+def test_interpreter_exits_cleanly_while_daemon_threads_serve(kind):
+    # The main thread returns while serve_forever() runs in a daemon thread,
+    # starting workers and closing connections as requests keep arriving:
+    # before 3.14, CPython ends such threads with pthread_exit when they take
+    # the GIL back, in the middle of the core's calls into Python. The
+    # process must exit 0 every time, as with the standard module (which
+    # this crashed about one run in three).
+    import subprocess
+
+    for _ in range(12):
+        result = subprocess.run(
+            [sys.executable, "-c", EXIT_WHILE_SERVING, kind],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]

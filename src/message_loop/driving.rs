@@ -316,7 +316,7 @@ impl MessageLoop {
         };
         let lost = |err: PyErr| {
             serve_loop.request_lost(py, &err);
-            if let Err(err) = request.call_method0(intern!(py, "close")) {
+            if let Err(err) = crate::pycall::call_method0(&request, intern!(py, "close")) {
                 err.write_unraisable(py, Some(&request));
             }
         };

@@ -141,7 +141,7 @@ impl MessageLoop {
     ) -> PyResult<Self> {
         let max_size = max_size_arg(max_message_size)?;
         let deadlines = Deadlines::new(seconds_arg(timeout)?, seconds_arg(idle_timeout)?);
-        let fileno: i64 = socket.call_method0(intern!(py, "fileno"))?.extract()?;
+        let fileno: i64 = crate::pycall::call_method0(&socket, intern!(py, "fileno"))?.extract()?;
         let listener = check_descriptor(fileno)?;
         let socket_kind = socket_kind(&socket)?;
         let (wake_read, wake_write) = sys::socket_pair().map_err(os_error)?;

@@ -14,6 +14,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 
 use crate::errors::{os_error, socket_timeout};
+use crate::pycall::call_method0;
 use crate::stats::IoCounters;
 use crate::sys::{self, Interest, MsgFlags, RawSock, MSG_DONTWAIT, MSG_PEEK};
 
@@ -29,7 +30,7 @@ impl<'py> SocketRef<'py> {
     /// `sock` at the descriptor its `fileno()` gives now: `OSError(EBADF)`
     /// when the socket is closed.
     pub fn new(sock: &Bound<'py, PyAny>) -> PyResult<Self> {
-        let fileno: i64 = sock.call_method0(intern!(sock.py(), "fileno"))?.extract()?;
+        let fileno: i64 = call_method0(sock, intern!(sock.py(), "fileno"))?.extract()?;
         let Some(fd) = sys::from_fileno(fileno) else {
             return Err(os_error(io::Error::from_raw_os_error(sys::EBADF)));
         };
@@ -60,7 +61,7 @@ impl<'py> SocketRef<'py> {
 
     /// How a call that would block waits, from `sock.gettimeout()`.
     fn wait_mode(&self) -> PyResult<Wait> {
-        let timeout = self.sock.call_method0(intern!(self.py(), "gettimeout"))?;
+        let timeout = call_method0(&self.sock, intern!(self.py(), "gettimeout"))?;
         if timeout.is_none() {
             return Ok(Wait::Forever);
         }
@@ -261,10 +262,7 @@ impl HeldSocket {
         if !self.counted {
             return Ok(());
         }
-        self.sock
-            .bind(py)
-            .call_method0(intern!(py, "_decref_socketios"))
-            .map(drop)
+        call_method0(self.sock.bind(py), intern!(py, "_decref_socketios")).map(drop)
     }
 }
 

@@ -16,6 +16,7 @@ use super::codec::{self, HEADER_LEN};
 use super::lock::Locked;
 use super::socket_ref::{blocking_write_error, HeldSocket, Parts, SocketRef};
 use super::{closed_error, default_buffer_size, full_buffer_writes_through, reserve, with_bytes};
+use crate::pycall::call_method0;
 use crate::socket_file::{socket_file_methods, CLOSED_FILE};
 use crate::stats::{IoCounters, ServerStats};
 
@@ -155,10 +156,7 @@ impl SocketWriter {
     /// standard module, and a client that drains slowly but steadily must
     /// not time out on lines sent together.
     fn blocks_without_timeout(&self, py: Python<'_>) -> PyResult<bool> {
-        let timeout = self
-            .socket
-            .bind(py)
-            .call_method0(intern!(py, "gettimeout"))?;
+        let timeout = call_method0(self.socket.bind(py), intern!(py, "gettimeout"))?;
         Ok(timeout.is_none())
     }
 
@@ -305,7 +303,7 @@ impl SocketWriter {
     /// `_SocketWriter.fileno()` is the socket's, closed file or not.
     fn fileno_now(&self, py: Python<'_>) -> PyResult<i64> {
         if self.bufsize == 0 {
-            return self.socket.bind(py).call_method0("fileno")?.extract();
+            return call_method0(self.socket.bind(py), intern!(py, "fileno"))?.extract();
         }
         self.check_open(CLOSED_FILE)?;
         Ok(sys::to_fileno(self.fd))
