@@ -54,11 +54,11 @@ macro_rules! socket_file_methods {
             }
 
             #[getter]
-            fn name(&self) -> i64 {
+            fn name(&self, py: pyo3::Python<'_>) -> pyo3::PyResult<i64> {
                 if self.closed() {
-                    -1
+                    Ok(-1)
                 } else {
-                    $crate::sys::to_fileno(self.fd)
+                    self.fileno_now(py)
                 }
             }
 

@@ -8,16 +8,18 @@ and both get the same bytes and the same close/shutdown/reset events.
 import contextlib
 import errno
 import io
+import os
 import random
 import signal
 import socket
 import socketserver
 import struct
+import sys
 import threading
 import time
 
 import pytest
-from conftest import tcp_pair
+from conftest import tcp_pair, wait_until
 
 import socketserver_rs
 from socketserver_rs import _core
@@ -885,3 +887,98 @@ def test_files_reach_their_socket_as_the_standard_ones_do(mod):
         raw.close()
         assert a._io_refs == 0
         assert not a._closed
+
+
+@pytest.mark.parametrize("wbufsize", [0, 1024])
+def test_files_fail_once_the_handler_detached_the_socket(ssmod, runner, wbufsize):
+    # After self.request.detach() the descriptor is no longer the socket's:
+    # closed and reused by another socket, it must not be read from or
+    # written to through rfile/wfile. Both fail with EBADF, as the standard
+    # module's do (they go through the socket object, whose fileno() is -1).
+    seen = {}
+
+    class Handler(ssmod.StreamRequestHandler):
+        def handle(self):
+            seen["line"] = self.rfile.readline()
+            self.wfile.write(b"pending reply\n")
+            fd = self.request.detach()
+            os.close(fd)
+            other, peer = socket.socketpair()
+            with other, peer:
+                seen["reused"] = other.fileno() == fd
+                other.setblocking(False)  # were it read, no hang
+                peer.sendall(b"another socket's data\n")
+                seen["fileno"] = self.rfile.fileno()
+                for name, op in [
+                    ("readline", self.rfile.readline),
+                    ("peek", self.rfile.peek),
+                    ("flush", self.wfile.flush),
+                ]:
+                    try:
+                        op()
+                    except OSError as err:
+                        seen[name] = err.errno
+                    else:
+                        seen[name] = None
+                peer.settimeout(0.2)
+                try:
+                    seen["other got"] = peer.recv(100)
+                except socket.timeout:
+                    seen["other got"] = b""
+                seen["other unread"] = other.recv(100)
+
+        def setup(self):
+            self.request.settimeout(1)  # were the descriptor read, no hang
+            super().setup()
+
+        def finish(self):
+            try:
+                super().finish()
+            except OSError:
+                pass  # the buffered reply, still pending
+
+    Handler.wbufsize = wbufsize
+    server = runner.track(ssmod.TCPServer(("127.0.0.1", 0), Handler))
+    runner.start(server)
+    with socket.create_connection(server.server_address, timeout=10) as client:
+        client.sendall(b"hello\n")
+        assert wait_until(lambda: "other unread" in seen)
+    assert seen["line"] == b"hello\n"
+    assert seen["reused"]
+    assert seen["fileno"] == -1
+    assert seen["readline"] == errno.EBADF
+    assert seen["peek"] == errno.EBADF
+    # An unbuffered wfile sent its line at once, before the detach.
+    assert seen["flush"] == (errno.EBADF if wbufsize else None)
+    assert seen["other got"] == b""
+    assert seen["other unread"] == b"another socket's data\n"
+
+
+@pytest.mark.parametrize("wbufsize", [0, 1024])
+def test_a_handler_handing_its_connection_off_finishes_cleanly(ssmod, runner, wbufsize):
+    # detach() after the reply was flushed: finish() closes rfile and wfile
+    # without touching the descriptor, which now belongs to someone else.
+    errors = []
+    handed_off = []
+
+    class Handler(ssmod.StreamRequestHandler):
+        def handle(self):
+            self.wfile.write(self.rfile.readline().upper())
+            self.wfile.flush()
+            handed_off.append(socket.socket(fileno=self.request.detach()))
+
+    class Server(ssmod.TCPServer):
+        def handle_error(self, request, client_address):
+            errors.append(sys.exc_info()[1])
+
+    Handler.wbufsize = wbufsize
+    server = runner.track(Server(("127.0.0.1", 0), Handler))
+    runner.start(server)
+    with socket.create_connection(server.server_address, timeout=10) as client:
+        client.sendall(b"hello\n")
+        assert client.recv(100) == b"HELLO\n"
+        assert wait_until(lambda: handed_off)
+        with handed_off[0] as conn:
+            conn.sendall(b"still connected\n")
+            assert client.recv(100) == b"still connected\n"
+    assert errors == []

@@ -2,11 +2,12 @@
 //! stream handler.  The reading itself is in `reading.rs`.
 
 use crate::locks::Lock;
-use crate::sys::{self, RawSock};
+use crate::pycall::call_method0;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use pyo3::exceptions::{PyMemoryError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
@@ -22,7 +23,6 @@ use crate::stats::ServerStats;
 /// `sock.makefile('rb', bufsize)` in Rust.
 #[pyclass(frozen, module = "socketserver_rs._core", name = "SocketReader")]
 pub struct SocketReader {
-    fd: RawSock,
     /// True while a read waits with nothing buffered at the start of a line
     /// or a message: the handler is between requests (`drain()` uses it).
     idle: Arc<AtomicBool>,
@@ -91,9 +91,9 @@ impl SocketReader {
         }
     }
 
-    fn fileno_now(&self, _py: Python<'_>) -> PyResult<i64> {
+    fn fileno_now(&self, py: Python<'_>) -> PyResult<i64> {
         self.check_open(CLOSED_FILE)?;
-        Ok(sys::to_fileno(self.fd))
+        call_method0(self.socket.bind(py), intern!(py, "fileno"))?.extract()
     }
 
     fn readline_impl<'py>(
@@ -132,7 +132,6 @@ impl SocketReader {
         let held = HeldSocket::new(&sock, true)?;
         let state = ReaderState::new(held, buf);
         Ok(SocketReader {
-            fd: sock.fd(),
             socket: sock.object().clone().unbind(),
             raw: Lock::new(None),
             bufsize,

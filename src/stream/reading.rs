@@ -79,7 +79,7 @@ fn recv(
     if *timed_out {
         return Err(PyOSError::new_err("cannot read from timed out object"));
     }
-    let sock = sock.ok_or_else(|| closed_error(CLOSED_FILE))?.bind(py);
+    let sock = sock.ok_or_else(|| closed_error(CLOSED_FILE))?.bind(py)?;
     match sock.recv(dst, flags) {
         Ok(n) => Ok(n),
         Err(IoFail::Timeout) => {

@@ -47,10 +47,6 @@ impl<'py> SocketRef<'py> {
         self
     }
 
-    pub fn fd(&self) -> RawSock {
-        self.fd
-    }
-
     pub fn object(&self) -> &Bound<'py, PyAny> {
         &self.sock
     }
@@ -244,12 +240,16 @@ impl HeldSocket {
         })
     }
 
-    pub fn bind<'py>(&self, py: Python<'py>) -> SocketRef<'py> {
-        SocketRef {
-            sock: self.sock.bind(py).clone(),
-            fd: self.fd,
-            counters: self.counters.clone(),
+    /// The socket to do I/O on, or `OSError(EBADF)` once it no longer has
+    /// the descriptor this holds (detached, or really closed): the number
+    /// may then belong to another socket or file. The standard library's
+    /// files go through the socket object each time, and fail the same way.
+    pub fn bind<'py>(&self, py: Python<'py>) -> PyResult<SocketRef<'py>> {
+        let sock = SocketRef::new(self.sock.bind(py))?;
+        if sock.fd != self.fd {
+            return Err(os_error(io::Error::from_raw_os_error(sys::EBADF)));
         }
+        Ok(sock.counting(self.counters.clone()))
     }
 
     /// The socket object itself.

@@ -4,7 +4,6 @@
 //! take one path: a message is its header and payload written as one.
 
 use crate::locks::Lock;
-use crate::sys::{self, RawSock};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -34,7 +33,6 @@ struct WriterState {
 /// `socketserver._SocketWriter` (bufsize 0) or `sock.makefile('wb', bufsize)`.
 #[pyclass(frozen, module = "socketserver_rs._core", name = "SocketWriter")]
 pub struct SocketWriter {
-    fd: RawSock,
     /// The Python socket (`_sock`), and `raw` once asked for.
     socket: Py<PyAny>,
     raw: Lock<Option<Py<PyAny>>>,
@@ -97,6 +95,15 @@ impl WriterState {
     fn flush_pending(&mut self, sock: &SocketRef<'_>) -> PyResult<()> {
         self.send_through(sock, &[], &[], 0)
     }
+
+    /// Sends what is pending through `held`; with nothing pending, leaves
+    /// the socket alone (it may have been detached since).
+    fn flush_held(&mut self, py: Python<'_>, held: &HeldSocket) -> PyResult<()> {
+        if self.wpos == self.buf.len() {
+            return Ok(());
+        }
+        self.flush_pending(&held.bind(py)?)
+    }
 }
 
 impl SocketWriter {
@@ -122,7 +129,7 @@ impl SocketWriter {
         }
         let mut guard = self.state.lock(py, "SocketWriter")?;
         let held = guard.sock("write to closed file")?;
-        let sock = held.bind(py);
+        let sock = held.bind(py)?;
         let st: &mut WriterState = &mut guard;
         let bufsize = self.bufsize;
         if st.wpos == st.buf.len() {
@@ -214,7 +221,6 @@ impl SocketWriter {
         reserve(&mut buf, bufsize)?;
         let held = HeldSocket::new(&sock, bufsize != 0)?;
         Ok(SocketWriter {
-            fd: sock.fd(),
             socket: sock.object().clone().unbind(),
             raw: Lock::new(None),
             counters,
@@ -270,11 +276,12 @@ impl SocketWriter {
         } else {
             "flush of closed file"
         };
-        let sock = st.sock(closed_msg)?.bind(py);
-        if self.bufsize != 0 {
-            st.flush_pending(&sock)?;
+        let held = st.sock(closed_msg)?;
+        if st.wpos == st.buf.len() {
+            return Ok(());
         }
-        Ok(())
+        let sock = held.bind(py)?;
+        st.flush_pending(&sock)
     }
 }
 
@@ -288,7 +295,7 @@ impl SocketWriter {
                 return Ok(());
             };
             let flushed = if self.bufsize != 0 {
-                st.flush_pending(&held.bind(py))
+                st.flush_held(py, &held)
             } else {
                 Ok(())
             };
@@ -300,13 +307,13 @@ impl SocketWriter {
         flushed.and(held.release(py))
     }
 
-    /// `_SocketWriter.fileno()` is the socket's, closed file or not.
+    /// The socket's `fileno()`: `_SocketWriter`'s, closed file or not; a
+    /// buffered writer's while open.
     fn fileno_now(&self, py: Python<'_>) -> PyResult<i64> {
-        if self.bufsize == 0 {
-            return call_method0(self.socket.bind(py), intern!(py, "fileno"))?.extract();
+        if self.bufsize != 0 {
+            self.check_open(CLOSED_FILE)?;
         }
-        self.check_open(CLOSED_FILE)?;
-        Ok(sys::to_fileno(self.fd))
+        call_method0(self.socket.bind(py), intern!(py, "fileno"))?.extract()
     }
 }
 
@@ -324,7 +331,7 @@ impl Drop for SocketWriter {
         }
         Python::try_attach(|py| {
             let object = held.object(py);
-            if let Err(err) = st.flush_pending(&held.bind(py)) {
+            if let Err(err) = st.flush_held(py, &held) {
                 err.write_unraisable(py, Some(object));
             }
             if let Err(err) = held.release(py) {
