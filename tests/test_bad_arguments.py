@@ -104,6 +104,30 @@ def negative_timeout(value):
     return case
 
 
+def wait_timeout(method, value):
+    """serve_forever(poll_interval) or handle_request() with server.timeout
+    set to `value`, a client already waiting: a wait that takes the value
+    returns at once; one that refuses it raises."""
+
+    def case(ss):
+        cls, errors = quiet_server(ss, "TCPServer")
+        with cls(LOCAL, ss.BaseRequestHandler) as server:
+            with socket.create_connection(server.server_address, timeout=5) as client:
+                if method == "handle_request":
+                    server.timeout = value
+                    return server.handle_request(), read_to_eof(client, 2.0), errors
+                served = None
+                with Serving(server, poll_interval=value) as serving:
+                    # A refused value ends serve_forever() at its first wait.
+                    if not serving.returned.wait(0.5):
+                        served = read_to_eof(client, 2.0)
+                if serving.errors:
+                    raise serving.errors[0]
+                return "returned", served, errors
+
+    return case
+
+
 def buffer_sizes(rbufsize, wbufsize):
     def case(ss):
         class Handler(ss.StreamRequestHandler):
@@ -160,6 +184,20 @@ BAD_ARGUMENTS = {
     "max_packet_size-minus-1-serve_forever": negative_packet_size("serve_forever"),
     "timeout-minus-1": negative_timeout(-1),
     "timeout-str": negative_timeout("soon"),
+    "wait-inf-handle_request": wait_timeout("handle_request", float("inf")),
+    "wait-inf-serve_forever": wait_timeout("serve_forever", float("inf")),
+    "wait-minus-inf-handle_request": wait_timeout("handle_request", float("-inf")),
+    "wait-minus-inf-serve_forever": wait_timeout("serve_forever", float("-inf")),
+    "wait-nan-handle_request": wait_timeout("handle_request", float("nan")),
+    "wait-nan-serve_forever": wait_timeout("serve_forever", float("nan")),
+    "wait-1e300-handle_request": wait_timeout("handle_request", 1e300),
+    "wait-1e300-serve_forever": wait_timeout("serve_forever", 1e300),
+    "wait-1e10-handle_request": wait_timeout("handle_request", 1e10),
+    "wait-1e10-serve_forever": wait_timeout("serve_forever", 1e10),
+    "wait-above-poll-limit-handle_request": wait_timeout("handle_request", 2147483.648),
+    "wait-above-poll-limit-serve_forever": wait_timeout("serve_forever", 2147483.648),
+    # (serve_forever() would keep the standard shutdown() waiting that long.)
+    "wait-at-poll-limit-handle_request": wait_timeout("handle_request", 2147483.0),
     "bufsize-0-0": buffer_sizes(0, 0),
     "bufsize-1-1": buffer_sizes(1, 1),
     "bufsize-minus-5": buffer_sizes(-5, -5),
