@@ -13,6 +13,7 @@ import signal
 import socket
 import socketserver
 import struct
+import sys
 import threading
 import time
 
@@ -378,6 +379,18 @@ def test_unbuffered_long_line(twins):
     twin.send(line + b"rest")
     assert twin.rs.readline() == line
     assert twin.receivers[1].recv(100, socket.MSG_DONTWAIT) == b"rest"
+
+
+@pytest.mark.parametrize("limit", [sys.maxsize, 2**40])
+def test_unbuffered_readline_limit_bounds_the_line(twins, limit):
+    # readline(sys.maxsize) is a common "no limit": nothing of the limit's
+    # size may be set aside up front.
+    twin = twins(0)
+    twin.send(b"one\n" + b"z" * 20000 + b"\nrest")
+    assert twin.same(lambda f: f.readline(limit)) == ("ok", b"one\n")
+    assert twin.same(lambda f: f.readline(limit)) == ("ok", b"z" * 20000 + b"\n")
+    for sock in twin.receivers:
+        assert sock.recv(100, socket.MSG_DONTWAIT) == b"rest"
 
 
 @pytest.mark.parametrize("bufsize", BUFSIZES)
