@@ -5,6 +5,7 @@
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use pyo3::exceptions::{PyMemoryError, PyOverflowError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
@@ -128,8 +129,8 @@ impl FastPath {
         match self.arrival {
             Arrival::Stream { .. } => self.accept_one(py),
             Arrival::Datagram { max_packet_size } => {
-                let mut buffer = vec![MaybeUninit::<u8>::uninit(); max_packet_size];
-                self.receive_one(py, &mut buffer)
+                let mut buffer = receive_buffer(max_packet_size)?;
+                self.receive_one(py, &mut buffer.spare_capacity_mut()[..max_packet_size])
             }
         }
     }
@@ -149,12 +150,11 @@ impl FastPath {
     ) -> PyResult<Option<Untaken<'py>>> {
         let pool = pool.get();
         let stream = self.stream();
-        let mut buffer = match self.arrival {
-            Arrival::Datagram { max_packet_size } => {
-                vec![MaybeUninit::<u8>::uninit(); max_packet_size]
-            }
-            Arrival::Stream { .. } => Vec::new(),
+        let packet_size = match self.arrival {
+            Arrival::Datagram { max_packet_size } => max_packet_size,
+            Arrival::Stream { .. } => 0,
         };
+        let mut buffer = receive_buffer(packet_size)?;
         let class_tag = type_version_tag(server);
         for taken in 0..BATCH {
             if pool.is_full() {
@@ -177,7 +177,7 @@ impl FastPath {
             let request = if stream {
                 self.accept_one(py)?
             } else {
-                self.receive_one(py, &mut buffer)?
+                self.receive_one(py, &mut buffer.spare_capacity_mut()[..packet_size])?
             };
             let Some((request, address)) = request else {
                 break;
@@ -213,6 +213,22 @@ fn type_version_tag(obj: &Bound<'_, PyAny>) -> u32 {
     unsafe {
         AtomicU32::from_ptr(std::ptr::addr_of_mut!((*ty).tp_version_tag)).load(Ordering::Relaxed)
     }
+}
+
+/// Room for a datagram of up to `len` bytes (`max_packet_size`), allocated
+/// as `socket.recvfrom(len)` allocates it: MemoryError when there is not
+/// that much, rather than the process aborting.
+fn receive_buffer(len: usize) -> PyResult<Vec<u8>> {
+    if isize::try_from(len).is_err() {
+        return Err(PyOverflowError::new_err(
+            "Python int too large to convert to C ssize_t",
+        ));
+    }
+    let mut buffer = Vec::new();
+    buffer
+        .try_reserve_exact(len)
+        .map_err(|_| PyMemoryError::new_err(()))?;
+    Ok(buffer)
 }
 
 impl FastPath {

@@ -14,7 +14,7 @@ use std::sync::Condvar;
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
@@ -147,7 +147,7 @@ impl ServeLoop {
         }
         let fd = check_descriptor(fd)?;
         let owner = sock.map(|sock| (sock, fd));
-        let interval = poll_interval.map(|secs| Duration::from_secs_f64(secs.max(0.0)));
+        let interval = selector_timeout(py, poll_interval)?;
         if let Some(pause) = self.next_backoff(py) {
             match self.wait_for(py, sys::NO_SOCKET, sys::NO_SOCKET, Some(pause), true, owner)? {
                 Wait::Woken => return Ok(STOP),
@@ -267,7 +267,7 @@ impl ServeLoop {
         sock: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Option<bool>> {
         let fd = check_descriptor(fd)?;
-        let timeout = timeout.map(|secs| Duration::from_secs_f64(secs.max(0.0)));
+        let timeout = selector_timeout(py, timeout)?;
         Ok(
             match self.wait_for(
                 py,
@@ -364,7 +364,7 @@ impl ServeLoop {
         wakeable: bool,
         owner: Option<(&Bound<'_, PyAny>, RawSock)>,
     ) -> PyResult<Wait> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let wake_fd = if wakeable {
             sys::as_raw(&self.wake_read)
         } else {
@@ -423,6 +423,71 @@ impl ServeLoop {
     pub fn drain_wakes(&self) {
         let mut sink = [std::mem::MaybeUninit::<u8>::uninit(); 64];
         while matches!(self.wake_read.recv(&mut sink), Ok(n) if n > 0) {}
+    }
+}
+
+/// A wait's timeout in seconds from Python (None: no limit), taken as the
+/// standard module's selector takes it: zero or less polls once, and what
+/// its select() refuses is refused with the same exception and message,
+/// never waited on (a NaN, an infinity, more than poll() can wait).
+pub fn selector_timeout(py: Python<'_>, secs: Option<f64>) -> PyResult<Option<Duration>> {
+    let Some(secs) = secs else {
+        return Ok(None);
+    };
+    if secs.is_nan() {
+        return Err(PyValueError::new_err(NAN_TIMEOUT));
+    }
+    if secs <= 0.0 {
+        return Ok(Some(Duration::ZERO));
+    }
+    check_selector_limit(py, secs)?;
+    Ok(Some(Duration::from_secs_f64(secs)))
+}
+
+#[cfg(not(windows))]
+const NAN_TIMEOUT: &str = "cannot convert float NaN to integer";
+#[cfg(windows)]
+const NAN_TIMEOUT: &str = "Invalid value NaN (not a number)";
+
+/// PollSelector: `poll()` takes `ceil(secs * 1000)` milliseconds, an int
+/// that must fit CPython's nanosecond clock and then a C int.
+#[cfg(not(windows))]
+fn check_selector_limit(py: Python<'_>, secs: f64) -> PyResult<()> {
+    let millis = (secs * 1e3).ceil();
+    if millis.is_infinite() {
+        return Err(PyOverflowError::new_err(
+            "cannot convert float infinity to integer",
+        ));
+    }
+    if millis > (i64::MAX / 1_000_000) as f64 {
+        return Err(PyOverflowError::new_err(timestamp_too_large(py)));
+    }
+    if millis > f64::from(i32::MAX) {
+        return Err(PyOverflowError::new_err("timeout is too large"));
+    }
+    Ok(())
+}
+
+/// SelectSelector (Windows): `select()` takes the seconds as CPython's
+/// nanosecond clock, then as a `timeval` whose seconds are a C long.
+#[cfg(windows)]
+fn check_selector_limit(py: Python<'_>, secs: f64) -> PyResult<()> {
+    if secs * 1e9 >= i64::MAX as f64 {
+        return Err(PyOverflowError::new_err(timestamp_too_large(py)));
+    }
+    if secs > f64::from(i32::MAX) {
+        return Err(PyOverflowError::new_err(
+            "timestamp out of range for platform time_t",
+        ));
+    }
+    Ok(())
+}
+
+fn timestamp_too_large(py: Python<'_>) -> &'static str {
+    if py.version_info() >= (3, 13) {
+        "timestamp too large to convert to C PyTime_t"
+    } else {
+        "timestamp too large to convert to C _PyTime_t"
     }
 }
 

@@ -3,7 +3,8 @@
 //! `#[pymethods]` block per class (pyo3's `multiple-pymethods`).
 //!
 //! The class must have the fields `fd: RawSock`, `closed: AtomicBool`,
-//! `socket: Py<PyAny>` and `raw: Mutex<Option<Py<PyAny>>>`, and the
+//! `bufsize: usize` (0: unbuffered), `socket: Py<PyAny>` and
+//! `raw: Mutex<Option<Py<PyAny>>>`, and the
 //! inherent methods `check_open(&self, msg)`, `fileno_now(&self, py)` and
 //! `finish(&self, py)` (its own part of `close()`).
 
@@ -67,17 +68,33 @@ macro_rules! socket_file_methods {
                 $mode
             }
 
+            /// A file's own direction asks the socket, which refuses once
+            /// closed; the other is `IOBase`'s False, closed or not.
+            /// `socketserver._SocketWriter` (an unbuffered writer) checks
+            /// nothing.
             fn readable(&self) -> pyo3::PyResult<bool> {
+                if !$readable {
+                    return Ok(false);
+                }
                 self.check_open($crate::socket_file::CLOSED_SOCKET)?;
-                Ok($readable)
+                Ok(true)
             }
 
             fn writable(&self) -> pyo3::PyResult<bool> {
+                if $readable && self.bufsize != 0 {
+                    return Ok(false);
+                }
+                if !$readable && self.bufsize == 0 {
+                    return Ok(true);
+                }
                 self.check_open($crate::socket_file::CLOSED_SOCKET)?;
                 Ok(!$readable)
             }
 
             fn seekable(&self) -> pyo3::PyResult<bool> {
+                if !$readable && self.bufsize == 0 {
+                    return Ok(false);
+                }
                 self.check_open($crate::socket_file::CLOSED_SOCKET)?;
                 Ok(false)
             }
@@ -88,19 +105,26 @@ macro_rules! socket_file_methods {
             }
 
             /// Sockets are not seekable: `io.UnsupportedOperation`, as the
-            /// io classes.
+            /// io classes raise it. A buffered file refuses a closed one
+            /// first; the unbuffered ones (`SocketIO`, `_SocketWriter`)
+            /// check nothing, and `tell()` never does.
             #[pyo3(signature = (*_args))]
             fn seek(
                 &self,
                 py: pyo3::Python<'_>,
                 _args: &pyo3::Bound<'_, pyo3::types::PyTuple>,
             ) -> pyo3::PyResult<()> {
-                self.check_open($crate::socket_file::CLOSED_FILE)?;
-                Err($crate::socket_file::unsupported(py, "seek"))
+                if self.bufsize == 0 {
+                    return Err($crate::socket_file::unsupported(py, "seek"));
+                }
+                self.check_open("seek of closed file")?;
+                Err($crate::socket_file::unsupported(
+                    py,
+                    "File or stream is not seekable.",
+                ))
             }
 
             fn tell(&self, py: pyo3::Python<'_>) -> pyo3::PyResult<()> {
-                self.check_open($crate::socket_file::CLOSED_FILE)?;
                 Err($crate::socket_file::unsupported(py, "seek"))
             }
 
@@ -110,7 +134,9 @@ macro_rules! socket_file_methods {
                 py: pyo3::Python<'_>,
                 _args: &pyo3::Bound<'_, pyo3::types::PyTuple>,
             ) -> pyo3::PyResult<()> {
-                self.check_open($crate::socket_file::CLOSED_FILE)?;
+                if self.bufsize != 0 {
+                    self.check_open("truncate of closed file")?;
+                }
                 Err($crate::socket_file::unsupported(py, "truncate"))
             }
 
@@ -124,9 +150,8 @@ macro_rules! socket_file_methods {
                 &self,
                 py: pyo3::Python<'_>,
                 _args: &pyo3::Bound<'_, pyo3::types::PyTuple>,
-            ) -> pyo3::PyResult<bool> {
-                self.close(py)?;
-                Ok(false)
+            ) -> pyo3::PyResult<()> {
+                self.close(py)
             }
         }
     };

@@ -3,8 +3,10 @@ and buffer sizes the standard module does not check, and a server used
 after server_close(). Each case runs on the standard module and on ours,
 and what it returns or raises is compared."""
 
+import os
 import socket
 import socketserver as std
+import subprocess
 import sys
 import time
 
@@ -73,9 +75,10 @@ def negative_queue_size(ss):
             return read_to_eof(client, 2.0), errors
 
 
-def negative_packet_size(mode):
+def packet_size(size, mode):
     def case(ss):
-        cls, errors = quiet_server(ss, "UDPServer", max_packet_size=-1)
+        base = "ThreadingUDPServer" if mode == "threading" else "UDPServer"
+        cls, errors = quiet_server(ss, base, max_packet_size=size)
         with cls(LOCAL, ss.BaseRequestHandler) as server:
             server.timeout = 5
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
@@ -100,6 +103,30 @@ def negative_timeout(value):
             start = time.monotonic()
             server.handle_request()
             return timeouts, time.monotonic() - start < 1.0
+
+    return case
+
+
+def wait_timeout(method, value):
+    """serve_forever(poll_interval) or handle_request() with server.timeout
+    set to `value`, a client already waiting: a wait that takes the value
+    returns at once; one that refuses it raises."""
+
+    def case(ss):
+        cls, errors = quiet_server(ss, "TCPServer")
+        with cls(LOCAL, ss.BaseRequestHandler) as server:
+            with socket.create_connection(server.server_address, timeout=5) as client:
+                if method == "handle_request":
+                    server.timeout = value
+                    return server.handle_request(), read_to_eof(client, 2.0), errors
+                served = None
+                with Serving(server, poll_interval=value) as serving:
+                    # A refused value ends serve_forever() at its first wait.
+                    if not serving.returned.wait(0.5):
+                        served = read_to_eof(client, 2.0)
+                if serving.errors:
+                    raise serving.errors[0]
+                return "returned", served, errors
 
     return case
 
@@ -156,10 +183,24 @@ BAD_ARGUMENTS = {
     "handler-42-serve_forever": handler_not_callable("serve_forever"),
     "handler-42-threading": handler_not_callable("threading"),
     "request_queue_size-minus-1": negative_queue_size,
-    "max_packet_size-minus-1-handle_request": negative_packet_size("handle_request"),
-    "max_packet_size-minus-1-serve_forever": negative_packet_size("serve_forever"),
+    "max_packet_size-minus-1-handle_request": packet_size(-1, "handle_request"),
+    "max_packet_size-minus-1-serve_forever": packet_size(-1, "serve_forever"),
     "timeout-minus-1": negative_timeout(-1),
     "timeout-str": negative_timeout("soon"),
+    "wait-inf-handle_request": wait_timeout("handle_request", float("inf")),
+    "wait-inf-serve_forever": wait_timeout("serve_forever", float("inf")),
+    "wait-minus-inf-handle_request": wait_timeout("handle_request", float("-inf")),
+    "wait-minus-inf-serve_forever": wait_timeout("serve_forever", float("-inf")),
+    "wait-nan-handle_request": wait_timeout("handle_request", float("nan")),
+    "wait-nan-serve_forever": wait_timeout("serve_forever", float("nan")),
+    "wait-1e300-handle_request": wait_timeout("handle_request", 1e300),
+    "wait-1e300-serve_forever": wait_timeout("serve_forever", 1e300),
+    "wait-1e10-handle_request": wait_timeout("handle_request", 1e10),
+    "wait-1e10-serve_forever": wait_timeout("serve_forever", 1e10),
+    "wait-above-poll-limit-handle_request": wait_timeout("handle_request", 2147483.648),
+    "wait-above-poll-limit-serve_forever": wait_timeout("serve_forever", 2147483.648),
+    # (serve_forever() would keep the standard shutdown() waiting that long.)
+    "wait-at-poll-limit-handle_request": wait_timeout("handle_request", 2147483.0),
     "bufsize-0-0": buffer_sizes(0, 0),
     "bufsize-1-1": buffer_sizes(1, 1),
     "bufsize-minus-5": buffer_sizes(-5, -5),
@@ -186,3 +227,36 @@ def test_bad_arguments_like_stdlib(name):
             assert got[2], "an empty message where the standard library has one"
     else:
         assert got == expected
+
+
+HUGE_PACKET_CASE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import socketserver
+import socketserver_rs
+from test_bad_arguments import outcome_of, packet_size
+case = packet_size(int(sys.argv[2]), sys.argv[3])
+for ss in (socketserver, socketserver_rs):
+    print(outcome_of(case, ss)[:2], flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode", ["serve_forever", "threading"])
+@pytest.mark.parametrize("size", [2**62, 2**63])
+def test_huge_max_packet_size_raises_as_in_the_standard_module(size, mode):
+    # recvfrom(max_packet_size) allocates its buffer first: MemoryError,
+    # or OverflowError past a C ssize_t; the fast path's receive buffer
+    # must fail the same way. 2**62 bytes exceed any address space, so
+    # that allocation fails at once and takes no memory. In a child
+    # process: an allocation failure could abort it.
+    tests = os.path.dirname(os.path.abspath(__file__))
+    child = subprocess.run(
+        [sys.executable, "-c", HUGE_PACKET_CASE, tests, str(size), mode],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert child.returncode == 0, child.stderr
+    expected, got = child.stdout.splitlines()
+    assert got == expected
+    assert "Error" in expected

@@ -14,7 +14,7 @@ import threading
 import time
 
 import pytest
-from conftest import IO_TIMEOUT, RecordingErrors, require, wait_until
+from conftest import IO_TIMEOUT, RecordingErrors, Serving, require, wait_until
 
 import socketserver_rs
 from socketserver_rs import MessageClient, MessageRequestHandler, _message_loop, _state
@@ -277,6 +277,26 @@ def test_shutdown_is_prompt_and_server_close_finishes_open_connections(server_cl
     for client in clients:
         assert client.recv_message() is None
         client.close()
+
+
+@pytest.mark.parametrize(
+    ("poll_interval", "error"),
+    [
+        (float("inf"), OverflowError),
+        (1e300, OverflowError),
+        (1e9, OverflowError),
+        (float("nan"), ValueError),
+    ],
+)
+def test_a_poll_interval_the_selector_refuses_raises_as_in_the_standard_module(
+    server_class, poll_interval, error
+):
+    # The standard module's serve_forever() raises these from its selector.
+    with make(server_class, Upper) as server:
+        assert _message_loop.event_driven(server)
+        with Serving(server, poll_interval) as serving:
+            serving.returned.wait(IO_TIMEOUT / 10)
+        assert [type(exc) for exc in serving.errors] == [error]
 
 
 def test_server_close_waits_for_a_message_in_flight():

@@ -4,6 +4,7 @@ timeouts and error handling, compared with the standard library."""
 import inspect
 import socket
 import socketserver
+import subprocess
 import sys
 import threading
 import time
@@ -154,6 +155,70 @@ def test_public_names_include_stdlib():
     assert set(socketserver.__all__) <= set(socketserver_rs.__all__)
     for name in socketserver_rs.__all__:
         assert getattr(socketserver_rs, name).__module__ == "socketserver"
+
+
+# Module-level names of the standard module besides __all__ that programs
+# use: `from socketserver import _SocketWriter`, say.
+STANDARD_MODULE_NAMES = [
+    name
+    for name in vars(socketserver)
+    if not name.startswith("__") and name not in socketserver.__all__
+]
+
+
+def test_the_standard_modules_other_names_are_there_too():
+    assert {"_SocketWriter", "_ServerSelector", "selectors", "time"} <= set(STANDARD_MODULE_NAMES)
+    for name in STANDARD_MODULE_NAMES:
+        assert hasattr(socketserver_rs, name), name
+        assert name not in socketserver_rs.__all__
+    for name in ("os", "selectors", "socket", "sys", "threading", "time", "BufferedIOBase"):
+        assert getattr(socketserver_rs, name) is getattr(socketserver, name), name
+    assert socketserver_rs._ServerSelector is socketserver._ServerSelector
+
+
+def test_the_standard_modules_helpers_work_the_same(ssmod):
+    a, b = socket.socketpair()
+    with a, b:
+        writer = ssmod._SocketWriter(a)
+        assert writer.writable() and isinstance(writer, socketserver.BufferedIOBase)
+        assert writer.write(memoryview(b"hello")[1:]) == 4
+        assert writer.fileno() == a.fileno()
+        assert b.recv(16) == b"ello"
+        with ssmod._ServerSelector() as selector:
+            selector.register(b, ssmod.selectors.EVENT_READ)
+            assert selector.select(0) == []
+    threads = ssmod._Threads()
+    done = threading.Event()
+    daemon = threading.Thread(target=done.wait, daemon=True)
+    worker = threading.Thread(target=done.wait)
+    for thread in (daemon, worker):
+        thread.start()
+        threads.append(thread)
+    assert threads == [worker]
+    done.set()
+    threads.join()
+    assert threads == [] and not worker.is_alive()
+    nothing = ssmod._NoThreads()
+    nothing.append(worker)
+    nothing.join()
+
+
+def test_the_standard_modules_other_names_import_after_patch():
+    program = (
+        "import socketserver_rs\n"
+        "socketserver_rs.patch()\n"
+        "from socketserver import _NoThreads, _ServerSelector, _SocketWriter, _Threads\n"
+        "import socketserver, socket\n"
+        "assert socketserver is socketserver_rs\n"
+        "a, b = socket.socketpair()\n"
+        "_SocketWriter(a).write(b'ok')\n"
+        "print(b.recv(2).decode(), _Threads.__name__, _NoThreads.__name__)\n"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=IO_TIMEOUT
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.split() == ["ok", "_Threads", "_NoThreads"]
 
 
 @pytest.mark.parametrize("name", PUBLIC_CLASSES)

@@ -382,6 +382,18 @@ def test_unbuffered_long_line(twins):
     assert twin.receivers[1].recv(100, socket.MSG_DONTWAIT) == b"rest"
 
 
+@pytest.mark.parametrize("limit", [sys.maxsize, 2**40])
+def test_unbuffered_readline_limit_bounds_the_line(twins, limit):
+    # readline(sys.maxsize) is a common "no limit": nothing of the limit's
+    # size may be set aside up front.
+    twin = twins(0)
+    twin.send(b"one\n" + b"z" * 20000 + b"\nrest")
+    assert twin.same(lambda f: f.readline(limit)) == ("ok", b"one\n")
+    assert twin.same(lambda f: f.readline(limit)) == ("ok", b"z" * 20000 + b"\n")
+    for sock in twin.receivers:
+        assert sock.recv(100, socket.MSG_DONTWAIT) == b"rest"
+
+
 @pytest.mark.parametrize("bufsize", BUFSIZES)
 def test_large_reads_with_writer_thread(bufsize):
     payload = bytes(range(256)) * 12000  # ~3 MB
@@ -861,6 +873,80 @@ def test_files_after_close_behave_as_the_standard_ones(rbufsize, wbufsize):
             for name in ("rfile.read1", "rfile.peek"):
                 assert expected.pop(name)[0] == "AttributeError"
                 assert got.pop(name) == ("ValueError", "I/O operation on closed file.")
+        assert got == expected
+
+
+def _noncontiguous():
+    return memoryview(bytearray(8))[::2]
+
+
+# What a file offers beyond its direction, and the io queries: the standard
+# files raise io.UnsupportedOperation (an OSError and a ValueError) for the
+# other direction and for seeking, some of it before the closed check.
+OTHER_DIRECTION_CALLS = {
+    "rfile.write": lambda h: h.rfile.write(b"x"),
+    "rfile.writelines": lambda h: h.rfile.writelines([b"x"]),
+    "rfile.seek": lambda h: h.rfile.seek(0),
+    "rfile.tell": lambda h: h.rfile.tell(),
+    "rfile.truncate": lambda h: h.rfile.truncate(),
+    "rfile.readable": lambda h: h.rfile.readable(),
+    "rfile.writable": lambda h: h.rfile.writable(),
+    "rfile.seekable": lambda h: h.rfile.seekable(),
+    "rfile.readinto noncontiguous": lambda h: h.rfile.readinto(_noncontiguous()),
+    "rfile.read(-2)": lambda h: h.rfile.read(-2),
+    "rfile.__exit__": lambda h: h.rfile.__exit__(None, None, None),
+    "wfile.read": lambda h: h.wfile.read(1),
+    "wfile.read()": lambda h: h.wfile.read(),
+    "wfile.read1": lambda h: h.wfile.read1(1),
+    "wfile.readinto": lambda h: h.wfile.readinto(bytearray(1)),
+    "wfile.readinto1": lambda h: h.wfile.readinto1(bytearray(1)),
+    "wfile.readline": lambda h: h.wfile.readline(),
+    "wfile.readlines": lambda h: h.wfile.readlines(),
+    "iter(wfile)": lambda h: iter(h.wfile) is h.wfile,
+    "next(wfile)": lambda h: next(h.wfile),
+    "wfile.seek": lambda h: h.wfile.seek(0),
+    "wfile.tell": lambda h: h.wfile.tell(),
+    "wfile.truncate": lambda h: h.wfile.truncate(),
+    "wfile.readable": lambda h: h.wfile.readable(),
+    "wfile.writable": lambda h: h.wfile.writable(),
+    "wfile.seekable": lambda h: h.wfile.seekable(),
+    "wfile.write noncontiguous": lambda h: h.wfile.write(_noncontiguous()),
+    "wfile.__exit__": lambda h: h.wfile.__exit__(None, None, None),
+}
+
+
+def _other_direction(mod, a, b, rbufsize, wbufsize, closed):
+    outcome = {}
+    for what, call in OTHER_DIRECTION_CALLS.items():
+        handler = mod.StreamRequestHandler.__new__(mod.StreamRequestHandler)
+        handler.request = a
+        handler.rbufsize, handler.wbufsize = rbufsize, wbufsize
+        handler.setup()
+        if closed:
+            handler.finish()
+        try:
+            outcome[what] = ("returned", call(handler))
+        except Exception as exc:  # noqa: BLE001 -- compared with the stdlib
+            outcome[what] = (type(exc), str(exc))
+        handler.finish()
+    return outcome
+
+
+@pytest.mark.parametrize("closed", [False, True], ids=["open", "closed"])
+@pytest.mark.parametrize("rbufsize, wbufsize", [(-1, 0), (0, -1), (8192, 8192)])
+def test_files_refuse_the_other_direction_as_the_standard_ones(rbufsize, wbufsize, closed):
+    a, b = socket.socketpair()
+    with a, b:
+        b.shutdown(socket.SHUT_WR)  # read(-2) reads to EOF
+        expected = _other_direction(socketserver, a, b, rbufsize, wbufsize, closed)
+        got = _other_direction(socketserver_rs, a, b, rbufsize, wbufsize, closed)
+        if rbufsize == 0 and not closed:
+            # recv_into() names itself in the standard message.
+            name = "rfile.readinto noncontiguous"
+            assert expected.pop(name)[0] is got.pop(name)[0] is TypeError
+        # The standard message names the memoryview's own check.
+        name = "wfile.write noncontiguous"
+        assert expected.pop(name)[0] is got.pop(name)[0] is BufferError
         assert got == expected
 
 

@@ -7,8 +7,12 @@ the rfile/wfile of StreamRequestHandler run in Rust.
 """
 
 import os
+import selectors as selectors
 import socket
 import sys
+import threading as threading
+from io import BufferedIOBase as BufferedIOBase
+from time import monotonic as time  # noqa: F401 -- the standard module has it so
 
 from socketserver_rs._patching import patch as patch
 from socketserver_rs.handlers import (
@@ -16,6 +20,7 @@ from socketserver_rs.handlers import (
     DatagramRequestHandler,
     StreamRequestHandler,
 )
+from socketserver_rs.handlers import _SocketWriter as _SocketWriter
 from socketserver_rs.messages import MessageClient as MessageClient
 from socketserver_rs.messages import MessageRequestHandler as MessageRequestHandler
 from socketserver_rs.messages import recv_exactly as recv_exactly
@@ -88,7 +93,48 @@ if hasattr(socket, "AF_UNIX"):
             pass
 
 
+# Private names of the standard module that programs import from it (not in
+# __all__ there either): the selector its waits use, a writer usable as an
+# unbuffered wfile (handlers.py), and, below, the thread lists of its
+# ThreadingMixIn.
+_ServerSelector: "type[selectors.BaseSelector]"
+if hasattr(selectors, "PollSelector"):
+    _ServerSelector = selectors.PollSelector
+else:
+    _ServerSelector = selectors.SelectSelector
+
+# Taken from the standard module itself, on first use, where the running
+# Python has them.
+_FROM_STANDARD_MODULE = ("_Threads", "_NoThreads")
+
+
+def _standard_module():
+    """The standard library's socketserver: the one imported, else a copy
+    loaded from its file and registered nowhere (patch() may have made the
+    name "socketserver" this package)."""
+    import importlib.machinery
+    import importlib.util
+
+    # socketserver.py sits beside selectors.py, wherever the library lives.
+    where = [os.path.dirname(selectors.__file__)]
+    spec = importlib.machinery.PathFinder.find_spec("socketserver", where)
+    if spec is None or spec.loader is None:
+        return None
+    loaded = sys.modules.get("socketserver")
+    if loaded is not None and getattr(loaded, "__file__", None) == spec.origin:
+        return loaded
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def __getattr__(name):
+    if name in _FROM_STANDARD_MODULE:
+        standard = _standard_module()
+        if standard is not None and hasattr(standard, name):
+            value = getattr(standard, name)
+            globals()[name] = value
+            return value
     # The standard module's __version__ is "0.4", deprecated from 3.15 on.
     # This package's own version: importlib.metadata.version("socketserver_rs").
     if name == "__version__":

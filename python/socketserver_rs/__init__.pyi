@@ -1,4 +1,9 @@
+import selectors as selectors
 import sys
+import threading as threading
+from io import BufferedIOBase as BufferedIOBase
+from socket import socket as _socket
+from typing import Any
 
 from socketserver_rs._patching import patch as patch
 from socketserver_rs.handlers import BaseRequestHandler as BaseRequestHandler
@@ -16,6 +21,25 @@ from socketserver_rs.servers import UDPServer as UDPServer
 
 # The standard module's "0.4" (deprecated from 3.15); not this package's version.
 __version__: str
+
+# Private names of the standard module that programs import from it.
+def time() -> float: ...  # time.monotonic, as the standard module has it
+
+_ServerSelector: type[selectors.BaseSelector]
+
+class _SocketWriter(BufferedIOBase):
+    def __init__(self, sock: _socket, stats: object = None) -> None: ...
+    def write(self, b: Any) -> int: ...
+
+class _Threads(list[threading.Thread]):
+    def append(self, thread: threading.Thread) -> None: ...
+    def pop_all(self) -> list[threading.Thread]: ...
+    def join(self) -> None: ...
+    def reap(self) -> None: ...
+
+class _NoThreads:
+    def append(self, thread: threading.Thread) -> None: ...
+    def join(self) -> None: ...
 
 if sys.platform != "win32":
     from socketserver_rs.mixins import ForkingMixIn as ForkingMixIn

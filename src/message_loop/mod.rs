@@ -28,7 +28,7 @@ use crate::detach::detach;
 use crate::errors::os_error;
 use crate::listener::{accept, address_to_py, socket_kind, wrap_socket};
 use crate::locks::{Guard, Lock};
-use crate::serve::{check_descriptor, owns, ServeLoop};
+use crate::serve::{check_descriptor, owns, selector_timeout, ServeLoop};
 use crate::stream::codec::{decode_header, encode_header, max_size_arg, FrameError, HEADER_LEN};
 use crate::sys::{
     self, is_resource_exhaustion, readable_now, OwnedSock, PollEvent, Poller, RawSock, MSG_DONTWAIT,
@@ -200,7 +200,7 @@ impl MessageLoop {
         timeout: Option<f64>,
         draining: bool,
     ) -> PyResult<Option<Bound<'py, PyList>>> {
-        let deadline = timeout.map(|secs| Instant::now() + Duration::from_secs_f64(secs.max(0.0)));
+        let deadline = selector_timeout(py, timeout)?.and_then(|t| Instant::now().checked_add(t));
         let serve_loop = self.serve_loop.get();
         let stopped = || !draining && serve_loop.is_shutdown_requested();
         loop {

@@ -67,7 +67,9 @@ fn bytes_or_none(py: Python<'_>, data: Option<Vec<u8>>) -> Option<Bound<'_, PyBy
 /// A contiguous buffer export of a bytes-like object.
 fn get_buffer(obj: &Bound<'_, PyAny>, writable: bool) -> PyResult<PyUntypedBuffer> {
     let buf = PyUntypedBuffer::get(obj)?;
-    if writable && buf.readonly() {
+    // What to read into must be writable and contiguous (TypeError, as
+    // BufferedReader.readinto says); what to send, contiguous (BufferError).
+    if writable && (buf.readonly() || !buf.is_c_contiguous()) {
         return Err(PyTypeError::new_err(format!(
             "readinto() argument must be read-write bytes-like object, not {}",
             obj.get_type().name()?

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use pyo3::exceptions::{PyMemoryError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use super::codec::{self, max_size_arg};
 use super::lock::Locked;
@@ -17,7 +17,10 @@ use super::reading::{Rd, ReaderState};
 use super::socket_ref::{HeldSocket, SocketRef};
 use super::{bytes_or_none, closed_error, default_buffer_size, with_writable};
 use crate::readbuf::ReadBuf;
-use crate::socket_file::{socket_file_methods, CLOSED_FILE};
+use crate::socket_file::{socket_file_methods, unsupported, CLOSED_FILE};
+
+/// What `SocketIO.write()` of a reading socket file raises.
+const NOT_WRITABLE: &str = "File or stream is not writable.";
 use crate::stats::ServerStats;
 
 /// `sock.makefile('rb', bufsize)` in Rust.
@@ -110,7 +113,15 @@ impl SocketReader {
         b: &Bound<'_, PyAny>,
         one: bool,
     ) -> PyResult<Option<usize>> {
-        with_writable(py, b, |dst| self.with(py, |rd| rd.readinto(dst, one)))
+        if self.bufsize == 0 {
+            // SocketIO looks whether it is closed first.
+            self.check_open_for("readinto")?;
+        }
+        // BufferedReader takes the buffer first.
+        with_writable(py, b, |dst| {
+            self.check_open_for("readinto")?;
+            self.with(py, |rd| rd.readinto(dst, one))
+        })
     }
 }
 
@@ -148,13 +159,16 @@ impl SocketReader {
         py: Python<'py>,
         size: Option<isize>,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        self.check_open_for("read")?;
         let size = size_arg(size);
-        if size < -1 {
+        // SocketIO (bufsize 0) reads all for any negative size, as
+        // RawIOBase.read does; BufferedReader refuses below -1, before it
+        // looks whether it is closed.
+        if size < -1 && self.bufsize != 0 {
             return Err(PyValueError::new_err(
                 "read length must be non-negative or -1",
             ));
         }
+        self.check_open_for("read")?;
         self.with(py, |rd| {
             rd.check_open()?;
             let data = if rd.st.buf.is_empty() {
@@ -202,12 +216,10 @@ impl SocketReader {
     }
 
     fn readinto(&self, py: Python<'_>, b: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
-        self.check_open_for("readinto")?;
         self.readinto_impl(py, b, false)
     }
 
     fn readinto1(&self, py: Python<'_>, b: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
-        self.check_open_for("readinto")?;
         self.readinto_impl(py, b, true)
     }
 
@@ -298,6 +310,29 @@ impl SocketReader {
 
     fn flush(&self) -> PyResult<()> {
         self.check_open(CLOSED_FILE)
+    }
+
+    /// Not writable: `io.UnsupportedOperation`, as `BufferedReader` raises
+    /// it (closed or not), or `SocketIO` (bufsize 0; a closed one refuses
+    /// first).
+    #[pyo3(signature = (*_args))]
+    fn write(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
+        if self.bufsize == 0 {
+            self.check_open(CLOSED_FILE)?;
+            return Err(unsupported(py, NOT_WRITABLE));
+        }
+        Err(unsupported(py, "write"))
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn writelines(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
+        self.check_open(CLOSED_FILE)?;
+        let what = if self.bufsize == 0 {
+            NOT_WRITABLE
+        } else {
+            "write"
+        };
+        Err(unsupported(py, what))
     }
 
     /// Whether a read is waiting, with nothing buffered, for the start of a

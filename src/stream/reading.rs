@@ -256,14 +256,15 @@ impl<'py> Rd<'_, 'py> {
     }
 
     /// `IOBase.readline` over the raw socket, without reading past the
-    /// newline: peek, then receive exactly up to it.
+    /// newline: peek, then receive exactly up to it. A step looks at no
+    /// more than a buffer's worth: `limit` bounds the line, it is not what
+    /// to expect (`sys.maxsize` is a common "no limit"), so the line grows
+    /// with what arrives.
     fn raw_readline(&mut self, limit: Option<usize>) -> PyResult<Vec<u8>> {
         let mut out = Vec::new();
         loop {
-            let want = match limit {
-                Some(limit) => limit - out.len(),
-                None => default_buffer_size(),
-            };
+            let step = default_buffer_size();
+            let want = limit.map_or(step, |limit| (limit - out.len()).min(step));
             if want == 0 {
                 self.check_open()?;
                 break;

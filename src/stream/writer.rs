@@ -16,7 +16,7 @@ use super::lock::Locked;
 use super::socket_ref::{blocking_write_error, HeldSocket, Parts, SocketRef};
 use super::{closed_error, default_buffer_size, full_buffer_writes_through, reserve, with_bytes};
 use crate::pycall::call_method0;
-use crate::socket_file::{socket_file_methods, CLOSED_FILE};
+use crate::socket_file::{socket_file_methods, unsupported, CLOSED_FILE};
 use crate::stats::{IoCounters, ServerStats};
 
 /// About the most bytes `writelines()` gathers into one send.
@@ -267,6 +267,49 @@ impl SocketWriter {
             self.write_obj(py, &line?)?;
         }
         Ok(())
+    }
+
+    // The reading side of io.BufferedIOBase, as BufferedWriter and
+    // _SocketWriter have it: io.UnsupportedOperation, open or closed.
+
+    #[pyo3(signature = (*_args))]
+    fn read(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
+        Err(unsupported(py, "read"))
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn read1(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
+        Err(unsupported(py, "read1"))
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn readinto(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
+        Err(unsupported(py, "read"))
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn readinto1(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
+        Err(unsupported(py, "read1"))
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn readline(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
+        Err(unsupported(py, "read"))
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn readlines(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
+        self.check_open(CLOSED_FILE)?;
+        Err(unsupported(py, "read"))
+    }
+
+    fn __iter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
+        slf.get().check_open(CLOSED_FILE)?;
+        Ok(slf)
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<()> {
+        Err(unsupported(py, "read"))
     }
 
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
