@@ -116,7 +116,6 @@ pub fn wrap_socket<'py>(
     fd: RawSock,
 ) -> PyResult<Bound<'py, PyAny>> {
     let (family, sock_type, proto) = (kind.get_item(0)?, kind.get_item(1)?, kind.get_item(2)?);
-    crate::locks::assert_unlocked("a socket object is made");
     match crate::pycall::call(socket_class, (family, sock_type, proto, fd)) {
         Ok(sock) => Ok(sock),
         Err(err) => {

@@ -256,7 +256,6 @@ impl WorkerPool {
                 shared: Arc::clone(&self.shared),
                 busy: AtomicBool::new(false),
             };
-            crate::locks::assert_unlocked("the pool starts a worker");
             if let Err(err) = crate::pycall::call(self.spawn.bind(py), (worker,)) {
                 if self.shared.counts().worker_lost() {
                     self.shared.announce_free_slot();

@@ -57,8 +57,9 @@ impl Drop for Sleeper {
     }
 }
 
-/// `call` made under a `Sleeper`.
+/// `call` made under a `Sleeper`, holding no lock of the core.
 fn guarded(call: impl FnOnce() -> *mut ffi::PyObject) -> *mut ffi::PyObject {
+    crate::locks::assert_unlocked("the core calls into Python");
     let sleeper = Sleeper;
     let result = call();
     std::mem::forget(sleeper);

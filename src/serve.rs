@@ -315,7 +315,6 @@ impl ServeLoop {
     /// logger fail (a handler out of memory, say), its error goes to
     /// `sys.unraisablehook` rather than end the serve loop.
     fn log(&self, py: Python<'_>, level: &str, message: String) {
-        crate::locks::assert_unlocked("the core logs");
         let logger = self.logger.bind(py);
         let (level, message) = (PyString::new(py, level), PyString::new(py, &message));
         if let Err(err) = call_method1(logger, &level, &message) {

@@ -36,13 +36,26 @@ def test_every_mutex_of_the_core_is_a_counted_lock():
     assert found == [], "use locks::Lock (see src/locks.rs):\n" + "\n".join(found)
 
 
+PYTHON_CALLS = re.compile(r"\.(call0|call1|call|call_method0|call_method1|call_method)\(")
+
+
+def test_the_core_calls_python_only_through_pycall():
+    # pycall.rs checks the locks, and keeps a daemon thread's exit safe.
+    found = [
+        f"{path.relative_to(SRC)}:{number}: {code.strip()}"
+        for path in rust_files()
+        if path.name != "pycall.rs"
+        for number, code in code_lines(path)
+        if PYTHON_CALLS.search(code.replace("self.call(", ""))
+    ]
+    assert found == [], "call Python through pycall.rs:\n" + "\n".join(found)
+
+
 def test_calls_into_python_check_that_no_lock_is_held():
     # Each place the core runs Python code or takes the interpreter back.
     checked = {
         "detach.rs": "py.detach(",
-        "serve.rs": ".call_method1(level",
-        "pool.rs": "self.spawn.call1(",
-        "listener.rs": "socket_class.call1(",
+        "pycall.rs": "let sleeper = Sleeper;",
     }
     for name, call in checked.items():
         lines = [code for _, code in code_lines(SRC / name)]
