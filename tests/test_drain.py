@@ -252,3 +252,44 @@ def test_a_threading_server_serving_inline_leaves_no_request_running(runner):
     started = time.monotonic()
     assert server.drain(timeout=IO_TIMEOUT) == 0
     assert time.monotonic() - started < IO_TIMEOUT / 2
+
+
+class TwoLineRequests(socketserver_rs.StreamRequestHandler):
+    """Each request is two lines, a key then its value; one reply each."""
+
+    def handle(self):
+        while key := self.rfile.readline():
+            self.server.waiting_for_value.set()
+            value = self.rfile.readline()
+            self.wfile.write(b"stored " + key.strip() + b"=" + value)
+
+
+@pytest.mark.parametrize("stop", ["drain", "server_close"])
+def test_a_request_whose_next_line_is_awaited_is_finished_not_cut(runner, stop):
+    # The handler read a request's first line and waits for its second: it
+    # is in the middle of a request, not idle between two, so it is waited
+    # for (as the standard module's server_close() waits), then closed.
+    cls = type("Server", (socketserver_rs.ThreadingTCPServer,), {"daemon_threads": stop == "drain"})
+    server = runner.track(cls(("127.0.0.1", 0), TwoLineRequests))
+    server.waiting_for_value = threading.Event()
+    serving = runner.start(server)
+    with socket.create_connection(server.server_address, timeout=IO_TIMEOUT) as client:
+        client.sendall(b"a\n1\n")
+        assert client.recv(64) == b"stored a=1\n"
+        server.waiting_for_value.clear()
+        client.sendall(b"b\n")
+        assert server.waiting_for_value.wait(IO_TIMEOUT)
+        if stop == "drain":
+            stopping = threading.Thread(target=server.drain, args=(IO_TIMEOUT,))
+        else:
+            server.shutdown()
+            serving.thread.join(IO_TIMEOUT)
+            stopping = threading.Thread(target=server.server_close)
+        stopping.start()
+        time.sleep(0.3)
+        assert stopping.is_alive()
+        client.sendall(b"2\n")
+        assert client.recv(64) == b"stored b=2\n"
+        assert client.recv(64) == b""  # idle now: closed
+        stopping.join(IO_TIMEOUT)
+        assert not stopping.is_alive()

@@ -333,7 +333,11 @@ class SocketWriter(_SocketFile):
     socket's timeout; a signal handler runs during a long send."""
 
     def __new__(
-        cls, sock: Any, bufsize: int = 0, stats: Optional[ServerStats] = None
+        cls,
+        sock: Any,
+        bufsize: int = 0,
+        stats: Optional[ServerStats] = None,
+        reader: Optional[SocketReader] = None,
     ) -> SocketWriter: ...
     def write(self, b: Any) -> int: ...
     def write_message(self, data: Any) -> int:

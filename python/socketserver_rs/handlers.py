@@ -88,8 +88,11 @@ class StreamRequestHandler(BaseRequestHandler):
             and _core_buffering(self.wbufsize)
         ):
             server = getattr(self, "server", None)
-            self.rfile = _core.SocketReader(self.connection, self.rbufsize, _stats_of(server))
-            self.wfile = _core.SocketWriter(self.connection, self.wbufsize, _stats_of(server))
+            stats = _stats_of(server)
+            self.rfile = _core.SocketReader(self.connection, self.rbufsize, stats)
+            # The rfile learns when a reply went out: waiting for a line
+            # after that, the handler is between requests (_state.py).
+            self.wfile = _core.SocketWriter(self.connection, self.wbufsize, stats, self.rfile)
             _track(server, self.connection, self.rfile)
             return
         server = getattr(self, "server", None)

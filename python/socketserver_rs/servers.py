@@ -287,7 +287,8 @@ class BaseServer:
         refused; lets the requests in flight finish, closing the read side
         of each idle keep-alive connection (one whose handler waits in the
         core's rfile, with nothing buffered, for the start of a line or a
-        message: the next request); at the deadline shuts down the
+        message after its reply went out through wfile: the next request);
+        at the deadline shuts down the
         connections still open. Returns how many requests were still
         running then (0: all finished), and logs them.
         """

@@ -27,8 +27,12 @@ use crate::stats::ServerStats;
 #[pyclass(frozen, module = "socketserver_rs._core", name = "SocketReader")]
 pub struct SocketReader {
     /// True while a read waits with nothing buffered at the start of a line
-    /// or a message: the handler is between requests (`drain()` uses it).
+    /// or a message, after the handler answered what it received: the
+    /// handler is between requests (`drain()` uses it).
     idle: Arc<AtomicBool>,
+    /// Whether the handler answered what it last received (a writer made
+    /// with this reader sets it; see `SocketRef`).
+    replied: Arc<AtomicBool>,
     /// The Python socket (`_sock`), and `raw` once asked for.
     socket: Py<PyAny>,
     raw: Lock<Option<Py<PyAny>>>,
@@ -135,19 +139,23 @@ impl SocketReader {
         bufsize: isize,
         stats: Option<&Bound<'_, ServerStats>>,
     ) -> PyResult<Self> {
-        let sock = SocketRef::new(sock)?.counting(stats.map(|stats| stats.get().io()));
+        let replied = Arc::new(AtomicBool::new(true));
+        let sock = SocketRef::new(sock)?
+            .counting(stats.map(|stats| stats.get().io()))
+            .tracking(Some(Arc::clone(&replied)));
         let bufsize = usize::try_from(bufsize).unwrap_or(default_buffer_size());
         let buf = ReadBuf::new(bufsize).ok_or_else(|| {
             PyMemoryError::new_err(format!("cannot allocate a {bufsize}-byte buffer"))
         })?;
         let held = HeldSocket::new(&sock, true)?;
-        let state = ReaderState::new(held, buf);
+        let state = ReaderState::new(held, buf, replied);
         Ok(SocketReader {
             socket: sock.object().clone().unbind(),
             raw: Lock::new(None),
             bufsize,
             closed: AtomicBool::new(false),
             idle: Arc::clone(&state.idle),
+            replied: Arc::clone(&state.replied),
             state: Locked::new(state),
         })
     }
@@ -336,10 +344,17 @@ impl SocketReader {
     }
 
     /// Whether a read is waiting, with nothing buffered, for the start of a
-    /// line (readline, iteration) or of a message (read_message).
+    /// line (readline, iteration) or of a message (read_message), after the
+    /// handler's reply went out through a writer made with this reader.
     #[getter]
     fn idle(&self) -> bool {
         self.idle.load(Ordering::Acquire)
+    }
+}
+
+impl SocketReader {
+    pub fn replied(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.replied)
     }
 }
 

@@ -31,10 +31,13 @@ pub struct ReaderState {
     timed_out: bool,
     /// Set while a read waits at a request boundary (see `Rd::at_boundary`).
     pub idle: Arc<AtomicBool>,
+    /// Whether the handler sent something since bytes last arrived (see
+    /// `SocketRef`); true until the first bytes arrive.
+    pub replied: Arc<AtomicBool>,
 }
 
 impl ReaderState {
-    pub fn new(sock: HeldSocket, buf: ReadBuf) -> Self {
+    pub fn new(sock: HeldSocket, buf: ReadBuf, replied: Arc<AtomicBool>) -> Self {
         ReaderState {
             sock: Some(sock),
             buf,
@@ -42,6 +45,7 @@ impl ReaderState {
             end: 0,
             timed_out: false,
             idle: Arc::new(AtomicBool::new(false)),
+            replied,
         }
     }
 }
@@ -91,10 +95,12 @@ fn recv(
 }
 
 impl<'py> Rd<'_, 'py> {
-    /// Run `read` marked idle when nothing is buffered: a handler waiting
-    /// there (at the start of a line or a message) is between requests.
+    /// Run `read` marked idle when nothing is buffered and the handler
+    /// answered what it last received: a handler waiting there (at the
+    /// start of a line or a message) is between requests. One that has not
+    /// answered yet waits for the rest of a request (its second line, say).
     fn at_boundary<T>(&mut self, read: impl FnOnce(&mut Self) -> PyResult<T>) -> PyResult<T> {
-        let idle = self.st.pos == self.st.end;
+        let idle = self.st.pos == self.st.end && self.st.replied.load(Ordering::Acquire);
         if idle {
             self.st.idle.store(true, Ordering::Release);
         }
@@ -475,7 +481,8 @@ impl<'py> Rd<'_, 'py> {
 /// The reader `recv_message` uses over a bare socket: unbuffered, so that
 /// no byte past the message is read.
 pub fn read_message_from(sock: &SocketRef<'_>, max_size: usize) -> PyResult<Option<Vec<u8>>> {
-    let mut st = ReaderState::new(HeldSocket::new(sock, false)?, ReadBuf::empty());
+    let replied = Arc::new(AtomicBool::new(true));
+    let mut st = ReaderState::new(HeldSocket::new(sock, false)?, ReadBuf::empty(), replied);
     let mut rd = Rd {
         py: sock.py(),
         st: &mut st,

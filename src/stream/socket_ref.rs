@@ -6,6 +6,7 @@
 
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,10 @@ pub struct SocketRef<'py> {
     fd: RawSock,
     /// The server's byte counters, when the file counts for one.
     counters: Option<Arc<IoCounters>>,
+    /// Set when bytes are sent, cleared when bytes arrive: whether the
+    /// handler answered what it last received (shared by its rfile and
+    /// wfile).
+    replied: Option<Arc<AtomicBool>>,
 }
 
 impl<'py> SocketRef<'py> {
@@ -38,12 +43,19 @@ impl<'py> SocketRef<'py> {
             sock: sock.clone(),
             fd,
             counters: None,
+            replied: None,
         })
     }
 
     /// This reference, counting the bytes it moves in `counters`.
     pub fn counting(mut self, counters: Option<Arc<IoCounters>>) -> Self {
         self.counters = counters;
+        self
+    }
+
+    /// This reference, keeping `replied` (see the field).
+    pub fn tracking(mut self, replied: Option<Arc<AtomicBool>>) -> Self {
+        self.replied = replied;
         self
     }
 
@@ -155,6 +167,9 @@ impl<'py> SocketRef<'py> {
                 counters.received(*n);
             }
         }
+        if let (Some(replied), Ok(Some(1..))) = (&self.replied, &received) {
+            replied.store(false, Ordering::Release);
+        }
         received
     }
 
@@ -163,6 +178,9 @@ impl<'py> SocketRef<'py> {
         let sent = self.send_step_uncounted(parts, wait);
         if let (Some(counters), Ok(Some(n))) = (&self.counters, &sent) {
             counters.sent(*n);
+        }
+        if let (Some(replied), Ok(Some(1..))) = (&self.replied, &sent) {
+            replied.store(true, Ordering::Release);
         }
         sent
     }
@@ -222,6 +240,7 @@ pub struct HeldSocket {
     fd: RawSock,
     counted: bool,
     counters: Option<Arc<IoCounters>>,
+    replied: Option<Arc<AtomicBool>>,
 }
 
 impl HeldSocket {
@@ -237,6 +256,7 @@ impl HeldSocket {
             fd: sock.fd,
             counted: count,
             counters: sock.counters.clone(),
+            replied: sock.replied.clone(),
         })
     }
 
@@ -249,7 +269,9 @@ impl HeldSocket {
         if sock.fd != self.fd {
             return Err(os_error(io::Error::from_raw_os_error(sys::EBADF)));
         }
-        Ok(sock.counting(self.counters.clone()))
+        Ok(sock
+            .counting(self.counters.clone())
+            .tracking(self.replied.clone()))
     }
 
     /// The socket object itself.

@@ -13,6 +13,7 @@ use pyo3::types::{PyList, PyTuple};
 
 use super::codec::{self, HEADER_LEN};
 use super::lock::Locked;
+use super::reader::SocketReader;
 use super::socket_ref::{blocking_write_error, HeldSocket, Parts, SocketRef};
 use super::{closed_error, default_buffer_size, full_buffer_writes_through, reserve, with_bytes};
 use crate::pycall::call_method0;
@@ -37,6 +38,8 @@ pub struct SocketWriter {
     socket: Py<PyAny>,
     raw: Lock<Option<Py<PyAny>>>,
     counters: Option<Arc<IoCounters>>,
+    /// Shared with the handler's rfile (see `SocketRef`).
+    replied: Option<Arc<AtomicBool>>,
     /// 0: every write is a `sendall`.
     bufsize: usize,
     closed: AtomicBool,
@@ -124,7 +127,9 @@ impl SocketWriter {
             // socketserver._SocketWriter: a sendall on the socket as it is
             // now, closed file or not (no hold on it, as in the standard
             // library; a closed socket gives EBADF).
-            let sock = SocketRef::new(self.socket.bind(py))?.counting(self.counters.clone());
+            let sock = SocketRef::new(self.socket.bind(py))?
+                .counting(self.counters.clone())
+                .tracking(self.replied.clone());
             return sock.send_all(Parts::new(&[header, data]));
         }
         let mut guard = self.state.lock(py, "SocketWriter")?;
@@ -207,15 +212,21 @@ impl SocketWriter {
 #[pymethods]
 impl SocketWriter {
     #[new]
-    /// `stats`: the server's counters, which then count the bytes sent.
-    #[pyo3(signature = (sock, bufsize = 0, stats = None))]
+    /// `stats`: the server's counters, which then count the bytes sent;
+    /// `reader`: the handler's rfile, which then knows when a reply went
+    /// out (a handler waiting for a line after that is between requests).
+    #[pyo3(signature = (sock, bufsize = 0, stats = None, reader = None))]
     fn new(
         sock: &Bound<'_, PyAny>,
         bufsize: isize,
         stats: Option<&Bound<'_, ServerStats>>,
+        reader: Option<&Bound<'_, SocketReader>>,
     ) -> PyResult<Self> {
         let counters = stats.map(|stats| stats.get().io());
-        let sock = SocketRef::new(sock)?.counting(counters.clone());
+        let replied = reader.map(|reader| reader.get().replied());
+        let sock = SocketRef::new(sock)?
+            .counting(counters.clone())
+            .tracking(replied.clone());
         let bufsize = usize::try_from(bufsize).unwrap_or(default_buffer_size());
         let mut buf = Vec::new();
         reserve(&mut buf, bufsize)?;
@@ -224,6 +235,7 @@ impl SocketWriter {
             socket: sock.object().clone().unbind(),
             raw: Lock::new(None),
             counters,
+            replied,
             bufsize,
             closed: AtomicBool::new(false),
             state: Locked::new(WriterState {
