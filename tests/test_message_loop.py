@@ -317,6 +317,7 @@ def test_server_close_waits_for_a_message_in_flight():
         thread.join(IO_TIMEOUT)
         server.server_close()
         assert Slow.finishes == 1
+        assert client.recv_message() == b"x"  # its reply, then the close
         assert client.recv_message() is None
 
 

@@ -413,3 +413,38 @@ def test_server_close_ends_the_event_driven_message_loop(name):
             serving.join(IO_TIMEOUT)
             assert not serving.is_alive()
             assert errors == []
+
+
+@pytest.mark.parametrize("name", ["TCPServer", "ThreadingTCPServer"])
+def test_server_close_sends_the_reply_to_the_message_in_flight(name):
+    # shutdown() then server_close() (Ctrl-C) while a handler has a message:
+    # server_close() waits for it, and its reply reaches the client before
+    # the connection closes, on a worker as on the serving thread.
+    started, proceed = threading.Event(), threading.Event()
+
+    class Slow(socketserver_rs.MessageRequestHandler):
+        def handle_message(self, message):
+            started.set()
+            proceed.wait(IO_TIMEOUT)
+            return b"done:" + message
+
+    server = getattr(socketserver_rs, name)(("127.0.0.1", 0), Slow)
+    serving = threading.Thread(target=server.serve_forever, args=(0.05,))
+    serving.start()
+    try:
+        with socketserver_rs.MessageClient(server.server_address, timeout=IO_TIMEOUT) as client:
+            client.send_message(b"m0")
+            assert started.wait(IO_TIMEOUT)
+            closing = threading.Thread(target=lambda: (server.shutdown(), server.server_close()))
+            closing.start()
+            time.sleep(0.2)
+            proceed.set()
+            assert client.recv_message() == b"done:m0"
+            assert client.recv_message() is None
+            closing.join(IO_TIMEOUT)
+            assert not closing.is_alive()
+    finally:
+        proceed.set()
+        server.shutdown()
+        server.server_close()
+        serving.join(IO_TIMEOUT)

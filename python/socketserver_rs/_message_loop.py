@@ -123,6 +123,18 @@ def close_connections(server: Any) -> None:
         messages.close_all()
 
 
+def _send_last_reply(sock: Any, reply: bytes) -> None:
+    """server_close() forgot the connection while its handler ran (on a
+    worker): the reply to the message in flight goes out here, before the
+    connection ends. It waits as a thread-model handler's write would; a
+    client gone, or the cut at close_timeout, ends it."""
+    try:
+        sock.settimeout(None)
+        _core.send_message(sock, reply)
+    except OSError:
+        pass  # the client went away, or the connection was cut
+
+
 def _shut_down(sock: Any) -> None:
     try:
         sock.shutdown(socket.SHUT_RDWR)
@@ -305,6 +317,8 @@ class Messages:
                     reply, hangup = None, True
             if self.core.reply(conn_id, reply, hangup):
                 return
+            if reply is not None and not _closed(sock):
+                _send_last_reply(sock, reply)
         except Exception as exc:
             self.core.close(conn_id)
             self.end(conn_id, exc)
