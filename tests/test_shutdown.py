@@ -448,3 +448,39 @@ def test_server_close_sends_the_reply_to_the_message_in_flight(name):
         server.shutdown()
         server.server_close()
         serving.join(IO_TIMEOUT)
+
+
+@pytest.mark.parametrize("name", ["TCPServer", "ThreadingTCPServer"])
+def test_a_closed_event_driven_server_is_freed_without_the_garbage_collector(name):
+    # Nothing but the program holds a closed server: dropping it frees it,
+    # and with it the message loop's descriptors, at once (as the thread
+    # model's are), not at the next collection.
+    import gc
+    import os
+    import weakref
+
+    class Echo(socketserver_rs.MessageRequestHandler):
+        def handle_message(self, message):
+            return message
+
+    def open_descriptors():
+        return len(os.listdir("/proc/self/fd"))
+
+    gc.collect()
+    gc.disable()
+    try:
+        before = open_descriptors()
+        server = getattr(socketserver_rs, name)(("127.0.0.1", 0), Echo)
+        serving = threading.Thread(target=server.serve_forever, args=(0.05,))
+        serving.start()
+        with socketserver_rs.MessageClient(server.server_address, timeout=IO_TIMEOUT) as client:
+            assert client.request(b"ping") == b"ping"
+        server.shutdown()
+        serving.join(IO_TIMEOUT)
+        server.server_close()
+        freed = weakref.ref(server)
+        del server, serving
+        assert freed() is None
+        assert open_descriptors() == before
+    finally:
+        gc.enable()

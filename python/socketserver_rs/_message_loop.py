@@ -43,6 +43,7 @@ from __future__ import annotations
 import io
 import os
 import socket
+import weakref
 from typing import Any, Callable, NoReturn, Optional
 
 from socketserver_rs import _core, _state
@@ -147,7 +148,9 @@ class Messages:
     connection, and what runs them."""
 
     def __init__(self, server: Any, core: _core.MessageLoop, stats: _core.ServerStats) -> None:
-        self.server: Any = server
+        # Weak: the server's state holds this, and a cycle would keep the
+        # loop's descriptors open after server_close() until a collection.
+        self._server = weakref.ref(server)
         self.core = core
         self.stats = stats
         self.handlers: dict[int, MessageRequestHandler] = {}
@@ -159,6 +162,10 @@ class Messages:
         # decided when `hooks` last moved.
         self.hooks = HookWatch(server)
         self.hooked = False
+
+    @property
+    def server(self) -> Any:
+        return self._server()
 
     def forget(self) -> None:
         """In a forked child: close this process's copies of the parent's
