@@ -282,32 +282,8 @@ impl SocketWriter {
     }
 
     // The reading side of io.BufferedIOBase, as BufferedWriter and
-    // _SocketWriter have it: io.UnsupportedOperation, open or closed.
-
-    #[pyo3(signature = (*_args))]
-    fn read(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
-        Err(unsupported(py, "read"))
-    }
-
-    #[pyo3(signature = (*_args))]
-    fn read1(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
-        Err(unsupported(py, "read1"))
-    }
-
-    #[pyo3(signature = (*_args))]
-    fn readinto(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
-        Err(unsupported(py, "read"))
-    }
-
-    #[pyo3(signature = (*_args))]
-    fn readinto1(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
-        Err(unsupported(py, "read1"))
-    }
-
-    #[pyo3(signature = (*_args))]
-    fn readline(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
-        Err(unsupported(py, "read"))
-    }
+    // _SocketWriter have it: io.UnsupportedOperation (the methods that
+    // refuse without looking at the file: refused_reads! below).
 
     #[pyo3(signature = (*_args))]
     fn readlines(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
@@ -373,6 +349,24 @@ impl SocketWriter {
 }
 
 socket_file_methods!(SocketWriter, mode = "wb", readable = false);
+
+/// Read methods that refuse at once, open or closed: `(name, what the
+/// error names)`, as BufferedWriter's.
+macro_rules! refused_reads {
+    ($($name:ident => $what:literal),* $(,)?) => {
+        #[pymethods]
+        impl SocketWriter {
+            $(
+                #[pyo3(signature = (*_args))]
+                fn $name(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
+                    Err(unsupported(py, $what))
+                }
+            )*
+        }
+    };
+}
+
+refused_reads!(read => "read", read1 => "read1", readinto => "read", readinto1 => "read1", readline => "read");
 
 impl Drop for SocketWriter {
     fn drop(&mut self) {
